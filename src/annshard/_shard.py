@@ -1,0 +1,194 @@
+"""One shard: a complete AnnData zarr store with ``X`` laid out for row-run reads.
+
+``X`` is written by hand rather than through ``anndata.io.write_elem`` so the
+chunking, zarr sharding, codec and index dtype follow the collection's
+:class:`~annshard._format.StorageSpec`; it carries the same
+``encoding-type`` / ``encoding-version`` attributes anndata writes, so
+``anndata.read_zarr`` reads a shard as a normal AnnData.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+import zarr
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ._format import StorageSpec
+
+__all__ = ["ShardArrays", "open_shard_arrays", "write_shard"]
+
+_INDPTR_CHUNK = 1 << 16
+
+
+def _chunking(n: int, chunk: int, shard: int) -> tuple[tuple[int], tuple[int] | None]:
+    """Inner chunk and shard lengths for a 1-D array of length ``n``."""
+    chunk = max(1, min(chunk, n))
+    if n <= chunk:
+        return (chunk,), None
+    shard = max(chunk, (min(shard, n) + chunk - 1) // chunk * chunk)
+    return (chunk,), (shard,)
+
+
+def _write_1d(group: zarr.Group, name: str, values: np.ndarray, spec: StorageSpec, *, chunk: int, shard: int) -> None:
+    chunks, shards = _chunking(values.shape[0], chunk, shard)
+    arr = group.create_array(
+        name,
+        shape=values.shape,
+        dtype=values.dtype,
+        chunks=chunks,
+        shards=shards,
+        compressors=spec.compressors(),
+        fill_value=0,
+    )
+    if values.shape[0]:
+        arr[...] = values
+
+
+def write_shard(
+    root: zarr.Group,
+    name: str,
+    *,
+    X: sp.csr_matrix | np.ndarray,
+    obs: pd.DataFrame,
+    var: pd.DataFrame,
+    spec: StorageSpec,
+) -> int:
+    """Write one shard as child group ``name`` of ``root``.
+
+    Parameters
+    ----------
+    root
+        The collection's (temporary) root group.
+    name
+        The shard's group name.
+    X
+        The shard's rows, already in the collection's gene order: CSR for
+        ``spec.x_format == "csr"``, a 2-D array for ``"dense"``.
+    obs
+        The shard's obs, one row per row of ``X``; categorical columns carry the
+        collection's full category lists.
+    var
+        The collection's var (identical for every shard).
+    spec
+        Storage layout.
+
+    Returns
+    -------
+    The number of stored values.
+    """
+    g = root.create_group(name)
+    g.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
+    n_obs, n_vars = X.shape
+    if spec.x_format == "csr":
+        if not sp.issparse(X):
+            X = sp.csr_matrix(X)
+        X = X.tocsr()
+        xg = g.create_group("X")
+        xg.attrs.update({"encoding-type": "csr_matrix", "encoding-version": "0.1.0", "shape": [n_obs, n_vars]})
+        _write_1d(
+            xg,
+            "data",
+            np.ascontiguousarray(X.data, dtype=spec.data_dtype),
+            spec,
+            chunk=spec.chunk_elems,
+            shard=spec.shard_elems,
+        )
+        _write_1d(
+            xg,
+            "indices",
+            np.ascontiguousarray(X.indices, dtype=spec.indices_dtype),
+            spec,
+            chunk=spec.chunk_elems,
+            shard=spec.shard_elems,
+        )
+        _write_1d(
+            xg,
+            "indptr",
+            np.ascontiguousarray(X.indptr, dtype=np.int64),
+            spec,
+            chunk=_INDPTR_CHUNK,
+            shard=_INDPTR_CHUNK * 64,
+        )
+        nnz = int(X.nnz)
+    else:
+        dense = X.toarray() if sp.issparse(X) else np.asarray(X)
+        dense = np.ascontiguousarray(dense, dtype=spec.data_dtype)
+        rows = max(1, min(spec.dense_chunk_rows, n_obs))
+        shard_rows = max(rows, min(spec.dense_shard_rows, n_obs) // rows * rows)
+        arr = g.create_array(
+            "X",
+            shape=dense.shape,
+            dtype=dense.dtype,
+            chunks=(rows, max(1, n_vars)),
+            shards=None if shard_rows <= rows else (shard_rows, max(1, n_vars)),
+            compressors=spec.compressors(),
+            fill_value=0,
+        )
+        arr.attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
+        if dense.size:
+            arr[...] = dense
+        nnz = int(dense.size)
+    ad.io.write_elem(g, "obs", obs)
+    ad.io.write_elem(g, "var", var)
+    for key in ("layers", "obsm", "varm", "obsp", "varp", "uns"):
+        ad.io.write_elem(g, key, {})
+    return nnz
+
+
+@dataclass(frozen=True)
+class ShardArrays:
+    """The zarr arrays behind one shard's ``X``.
+
+    Attributes
+    ----------
+    kind
+        ``"csr"`` or ``"dense"``.
+    shape
+        ``(n_obs, n_vars)``.
+    data
+        CSR values (``"csr"``) or the 2-D array (``"dense"``).
+    indices
+        CSR gene indices (``None`` for dense).
+    indptr
+        CSR row pointers (``None`` for dense).
+    """
+
+    kind: str
+    shape: tuple[int, int]
+    data: zarr.Array
+    indices: zarr.Array | None = None
+    indptr: zarr.Array | None = None
+
+
+def open_shard_arrays(group: zarr.Group, *, element: str = "X") -> ShardArrays:
+    """Open the arrays of a shard's ``X`` (or of a layer, ``element="layers/counts"``).
+
+    Raises
+    ------
+    KeyError
+        If the element is missing.
+    ValueError
+        If its encoding is not a CSR matrix or a dense array.
+    """
+    node: Any = group[element]
+    enc = node.attrs.get("encoding-type")
+    if isinstance(node, zarr.Array):
+        return ShardArrays(kind="dense", shape=tuple(node.shape), data=node)  # type: ignore[arg-type]
+    if enc != "csr_matrix":
+        msg = f"{element} has encoding {enc!r}; annshard reads csr_matrix or dense arrays"
+        raise ValueError(msg)
+    shape = tuple(int(s) for s in node.attrs["shape"])
+    return ShardArrays(
+        kind="csr",
+        shape=shape,  # type: ignore[arg-type]
+        data=node["data"],
+        indices=node["indices"],
+        indptr=node["indptr"],
+    )

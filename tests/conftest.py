@@ -1,0 +1,74 @@
+"""Session-wide test setup.
+
+The offline guarantee is checked here for every test: an audit hook records
+any attempt to open a non-loopback network connection (or resolve a
+non-local host name), and the test that made it fails.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+import threading
+
+import pytest
+
+_LOCAL_NAMES = {"localhost", "localhost.localdomain", "", None}
+_violations: list[str] = []
+_lock = threading.Lock()
+
+
+def _is_local(host: object) -> bool:
+    if isinstance(host, bytes):
+        host = host.decode()
+    if host in _LOCAL_NAMES:
+        return True
+    if not isinstance(host, str):
+        return False
+    if host.startswith("/"):
+        return True  # unix socket path
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_unspecified
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event == "socket.connect":
+        addr = args[1]
+        host = addr[0] if isinstance(addr, tuple) else addr
+        if not _is_local(host):
+            with _lock:
+                _violations.append(f"socket.connect to {addr!r}")
+    elif event == "socket.getaddrinfo":
+        host = args[0]
+        if not _is_local(host):
+            with _lock:
+                _violations.append(f"getaddrinfo({host!r})")
+
+
+sys.addaudithook(_audit)
+
+# lamindb/lamin-setup must never try to reach the hub in tests
+os.environ.setdefault("LAMIN_TESTING", "true")
+
+
+@pytest.fixture(autouse=True)
+def _no_network():
+    """Fail any test that attempted a network call outside the loopback range."""
+    with _lock:
+        _violations.clear()
+    yield
+    with _lock:
+        seen = list(_violations)
+        _violations.clear()
+    if seen:
+        pytest.fail("test attempted network access: " + "; ".join(seen[:5]), pytrace=False)
+
+
+@pytest.fixture
+def network_violations() -> list[str]:
+    """The live list of network attempts recorded during the current test."""
+    return _violations
