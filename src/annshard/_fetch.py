@@ -1,0 +1,258 @@
+"""Reading preload blocks: many row runs of many shards in one concurrent request.
+
+For a block, the loader knows every chunk ``(shard, start, stop)`` it needs.
+Each shard's ``indptr`` is held in memory (read once, ``int64``), so a chunk's
+rows map to one element range of ``X/data`` and ``X/indices``. All ranges of
+all shards of a block are handed to zarr's codec pipeline in *one* selection
+per array (a :class:`RunsIndexer`), decoded straight into one preallocated
+output buffer; with the zarrs pipeline the decoding runs in Rust threads,
+outside the GIL, which is what lets a background thread overlap reading with
+the consumer's work. Adjacent chunks are merged into one range first.
+
+The block comes back in *read order* (chunks sorted by shard and start) with
+every row's global index; :mod:`annshard._assemble` permutes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.indexing import ChunkProjection
+from zarr.core.sync import sync
+
+from ._config import zarr_config
+from ._errors import CorruptShardError
+from ._shard import open_shard_arrays
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from numpy.typing import NDArray
+
+    from ._collection import Collection
+
+__all__ = ["Block", "BlockReader", "RunsIndexer"]
+
+
+class RunsIndexer:
+    """A zarr indexer selecting several ``[start, stop)`` runs of a 1-D (or row runs of a 2-D) array.
+
+    The selected runs are laid out one after the other in the output.
+    """
+
+    def __init__(self, runs: NDArray[np.int64], array: zarr.Array) -> None:
+        self.runs = runs
+        self._chunk = int((array.shards or array.chunks)[0])
+        self._len = int(array.shape[0])
+        self._extra = tuple(array.shape[1:])
+        self.shape = (int((runs[:, 1] - runs[:, 0]).sum()), *self._extra)
+        self.drop_axes: tuple[int, ...] = ()
+
+    def __iter__(self) -> Iterator[ChunkProjection]:
+        c, n = self._chunk, self._len
+        full = tuple(slice(0, e) for e in self._extra)
+        out = 0
+        for start, stop in self.runs.tolist():
+            pos = start
+            while pos < stop:
+                ci = pos // c
+                c0 = ci * c
+                end = min(stop, c0 + c)
+                clen = min(c, n - c0)
+                sel = (slice(pos - c0, end - c0), *full)
+                yield ChunkProjection(
+                    (ci, *(0 for _ in self._extra)),
+                    sel,
+                    (slice(out, out + end - pos), *full),
+                    pos == c0 and end - c0 == clen,
+                )
+                out += end - pos
+                pos = end
+
+
+async def _read_runs(array: zarr.Array, runs: NDArray[np.int64], out: np.ndarray) -> None:
+    if runs.shape[0] == 0 or out.shape[0] == 0:
+        return
+    proto = default_buffer_prototype()
+    await array._async_array._get_selection(RunsIndexer(runs, array), prototype=proto, out=proto.nd_buffer(out))
+
+
+async def _gather(jobs: list[Any]) -> None:
+    await asyncio.gather(*jobs)
+
+
+@dataclass
+class Block:
+    """Rows of a preload block, in read order.
+
+    Attributes
+    ----------
+    index
+        Global row index of every row.
+    indptr
+        CSR row pointers (``int64``, ``len(index) + 1``); ``None`` for dense.
+    data
+        CSR values, or the dense 2-D rows.
+    indices
+        CSR gene indices as stored (e.g. ``uint16``); ``None`` for dense.
+    """
+
+    index: NDArray[np.int64]
+    indptr: NDArray[np.int64] | None
+    data: np.ndarray
+    indices: np.ndarray | None
+
+    @property
+    def n_rows(self) -> int:
+        """Number of rows."""
+        return int(self.index.shape[0])
+
+
+@dataclass(frozen=True)
+class ShardRef:
+    """One shard among the loader's (possibly several) collections."""
+
+    collection: Collection
+    shard: int
+    offset: int
+    """Global index of the shard's first row (over all collections)."""
+
+    @property
+    def where(self) -> str:
+        """Human description for error messages."""
+        return f"collection {self.collection.path}, shard {self.collection.shards[self.shard].name}"
+
+
+class BlockReader:
+    """Reads blocks of chunks from the shards of one or more collections.
+
+    Parameters
+    ----------
+    shards
+        Every shard, in global order.
+    element
+        ``"X"`` or ``"layers/<name>"``.
+    """
+
+    def __init__(self, shards: Sequence[ShardRef], *, element: str = "X") -> None:
+        self.shards = list(shards)
+        self.element = element
+        self._arrays: dict[int, Any] = {}
+        self._indptr: dict[int, NDArray[np.int64]] = {}
+        self._lock = threading.Lock()
+
+    def arrays(self, i: int) -> Any:
+        """Return the (cached) zarr arrays of shard ``i``, loading its indptr into memory."""
+        with self._lock:
+            if i not in self._arrays:
+                ref = self.shards[i]
+                try:
+                    with zarr_config():
+                        arrs = open_shard_arrays(ref.collection.shard_group(ref.shard), element=self.element)
+                        indptr = None if arrs.indptr is None else np.asarray(arrs.indptr[...], dtype=np.int64)
+                except Exception as e:
+                    msg = f"{ref.where}: cannot open {self.element!r} ({type(e).__name__}: {e}); the shard is missing or damaged, rewrite the collection"
+                    raise CorruptShardError(msg) from e
+                self._arrays[i] = arrs
+                if indptr is not None:
+                    self._indptr[i] = indptr
+            return self._arrays[i]
+
+    def read(self, chunks: NDArray[np.int64]) -> Block:
+        """Read ``chunks`` (``(n, 3)`` of shard, start, stop), sorted by shard and start first.
+
+        Raises
+        ------
+        CorruptShardError
+            If a shard cannot be read or decoded; the message names the collection, shard and rows.
+        """
+        chunks = chunks[np.lexsort((chunks[:, 1], chunks[:, 0]))]
+        shard_ids = np.unique(chunks[:, 0])
+        lens = chunks[:, 2] - chunks[:, 1]
+        n_rows = int(lens.sum())
+        within = np.arange(n_rows, dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
+        local = np.repeat(chunks[:, 1], lens) + within
+        row_shard = np.repeat(chunks[:, 0], lens)
+        shard_offsets = np.array([ref.offset for ref in self.shards], dtype=np.int64)
+        index = shard_offsets[row_shard] + local
+        arrs = [self.arrays(int(s)) for s in shard_ids]
+        if arrs[0].kind == "dense":
+            return self._read_dense(chunks, shard_ids, arrs, index)
+        bounds = np.searchsorted(row_shard, np.append(shard_ids, shard_ids[-1] + 1))
+        return self._read_csr(chunks, shard_ids, arrs, index, local, bounds)
+
+    def _row_runs(self, chunks: NDArray[np.int64], s: int) -> NDArray[np.int64]:
+        sub = chunks[chunks[:, 0] == s][:, 1:]
+        # merge touching runs: fewer, longer reads
+        brk = np.flatnonzero(sub[1:, 0] != sub[:-1, 1]) + 1
+        starts = sub[np.concatenate([[0], brk]), 0]
+        stops = sub[np.concatenate([brk - 1, [sub.shape[0] - 1]]), 1]
+        return np.stack([starts, stops], axis=1)
+
+    def _read_csr(
+        self,
+        chunks: NDArray[np.int64],
+        shard_ids: np.ndarray,
+        arrs: list[Any],
+        index: np.ndarray,
+        local: np.ndarray,
+        bounds: np.ndarray,
+    ) -> Block:
+        lens_parts, elem_runs = [], []
+        for j, s in enumerate(shard_ids.tolist()):
+            ip = self._indptr[s]
+            runs = self._row_runs(chunks, s)
+            elem_runs.append(np.stack([ip[runs[:, 0]], ip[runs[:, 1]]], axis=1))
+            rows = local[bounds[j] : bounds[j + 1]]
+            lens_parts.append(ip[rows + 1] - ip[rows])
+        row_nnz = np.concatenate(lens_parts)
+        indptr = np.zeros(row_nnz.shape[0] + 1, dtype=np.int64)
+        np.cumsum(row_nnz, out=indptr[1:])
+        nnz = int(indptr[-1])
+        data = np.empty(nnz, dtype=arrs[0].data.dtype)
+        indices = np.empty(nnz, dtype=arrs[0].indices.dtype)
+        jobs, pos = [], 0
+        for a, er in zip(arrs, elem_runs, strict=True):
+            k = int((er[:, 1] - er[:, 0]).sum())
+            jobs.append(_read_runs(a.data, er, data[pos : pos + k]))
+            jobs.append(_read_runs(a.indices, er, indices[pos : pos + k]))
+            pos += k
+        self._run(jobs, chunks, shard_ids)
+        return Block(index=index, indptr=indptr, data=data, indices=indices)
+
+    def _read_dense(
+        self, chunks: NDArray[np.int64], shard_ids: np.ndarray, arrs: list[Any], index: np.ndarray
+    ) -> Block:
+        n_vars = int(arrs[0].shape[1])
+        data = np.empty((index.shape[0], n_vars), dtype=arrs[0].data.dtype)
+        jobs, pos = [], 0
+        for s, a in zip(shard_ids.tolist(), arrs, strict=True):
+            runs = self._row_runs(chunks, s)
+            k = int((runs[:, 1] - runs[:, 0]).sum())
+            jobs.append(_read_runs(a.data, runs, data[pos : pos + k]))
+            pos += k
+        self._run(jobs, chunks, shard_ids)
+        return Block(index=index, indptr=None, data=data, indices=None)
+
+    def _run(self, jobs: list[Any], chunks: NDArray[np.int64], shard_ids: np.ndarray) -> None:
+        try:
+            with zarr_config():
+                sync(_gather(jobs))
+        except Exception as e:
+            where = "; ".join(
+                f"{self.shards[s].where} rows {self._describe_rows(chunks, s)}" for s in shard_ids.tolist()
+            )
+            msg = f"cannot read {self.element!r} ({type(e).__name__}: {e}) from {where}; the shard is damaged (a truncated or missing chunk file?), rewrite the collection"
+            raise CorruptShardError(msg) from e
+
+    @staticmethod
+    def _describe_rows(chunks: NDArray[np.int64], s: int) -> str:
+        sub = chunks[chunks[:, 0] == s]
+        text = ", ".join(f"{a}-{b - 1}" for a, b in sub[:4, 1:].tolist())
+        return text + (f", ... ({sub.shape[0]} runs)" if sub.shape[0] > 4 else "")

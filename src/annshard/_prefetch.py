@@ -1,0 +1,88 @@
+"""A background thread that reads and permutes the next preload block while the consumer works.
+
+Memory bound: the thread may only start reading a block when one of two
+*slots* is free, and the consumer frees a slot when it moves past a block. So
+at most two blocks are alive at once (the one being consumed and the one being
+read or waiting), plus the transient copy made while permuting a block and the
+rows of one batch. An exception in the thread is handed to the consumer and
+re-raised there; the consumer never waits forever on a thread that died.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
+__all__ = ["Prefetcher"]
+
+_DONE = object()
+
+
+class Prefetcher:
+    """Run ``produce(item)`` for each item in a background thread, at most ``slots`` results alive.
+
+    Iterate it to get the results in order; call :meth:`release` when done with
+    one (or let the next ``next()`` do it), and :meth:`close` to stop early.
+    """
+
+    def __init__(self, items: Iterable[Any], produce: Callable[[Any], Any], *, slots: int = 2) -> None:
+        self._items = items
+        self._produce = produce
+        self._slots = threading.Semaphore(slots)
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._stop = threading.Event()
+        self._held = False
+        self._thread = threading.Thread(target=self._run, name="annshard-prefetch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for item in self._items:
+                while not self._slots.acquire(timeout=0.05):
+                    if self._stop.is_set():
+                        return
+                if self._stop.is_set():
+                    return
+                self._queue.put(("ok", self._produce(item)))
+            self._queue.put(("done", _DONE))
+        except BaseException as e:  # noqa: BLE001 - handed over to the consumer, re-raised there
+            self._queue.put(("error", e))
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        self.release()
+        while True:
+            try:
+                kind, value = self._queue.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if not self._thread.is_alive() and self._queue.empty():
+                    msg = "annshard's prefetch thread stopped without a result"
+                    raise RuntimeError(msg) from None
+        if kind == "error":
+            self.close()
+            raise value
+        if kind == "done":
+            self.close()
+            raise StopIteration
+        self._held = True
+        return value
+
+    def release(self) -> None:
+        """Free the slot of the last result handed out."""
+        if self._held:
+            self._held = False
+            self._slots.release()
+
+    def close(self) -> None:
+        """Stop the thread (it finishes at most the read in progress)."""
+        self._stop.set()
+        self.release()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=30)
