@@ -1,0 +1,105 @@
+"""Pass 2 of the external shuffle: turn each bucket into a shard.
+
+A bucket's files are loaded whole (the layout sized buckets to fit the memory
+budget), its rows are permuted by a generator seeded from
+``(seed, generation, bucket)`` — so buckets are independent of each other and
+of the order they are processed in — and written as one shard with
+:func:`annshard._shard.write_shard`. The bucket's files are deleted as soon as
+its shard is written, so temporary disk use shrinks as the pass goes.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from annshard._shard import write_shard
+
+if TYPE_CHECKING:
+    import zarr
+
+    from ._layout import Layout
+
+__all__ = ["decode_strings", "gather_bucket", "load_bucket"]
+
+
+def decode_strings(blob: bytes, lengths: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`annshard._write._scatter.encode_strings`."""
+    ends = np.cumsum(np.maximum(lengths, 0))
+    starts = ends - np.maximum(lengths, 0)
+    out = np.empty(len(lengths), dtype=object)
+    out[:] = [
+        None if n < 0 else blob[a:b].decode()
+        for a, b, n in zip(starts.tolist(), ends.tolist(), lengths.tolist(), strict=True)
+    ]
+    return out
+
+
+def _load(layout: Layout, k: int, key: str, dtype: np.dtype | type, count: int | None = None) -> np.ndarray:
+    path = layout.file(k, key)
+    if not path.exists():
+        return np.empty(0, dtype=dtype)
+    arr = np.fromfile(path, dtype=dtype)
+    if count is not None and arr.shape[0] != count:
+        msg = f"bucket file {path} holds {arr.shape[0]} items, expected {count}; the temporary files were damaged"
+        raise OSError(msg)
+    return arr
+
+
+def _load_strings(layout: Layout, k: int, key: str, n: int) -> np.ndarray:
+    lengths = _load(layout, k, f"{key}.len", np.int64, n)
+    path = layout.file(k, f"{key}.bytes")
+    blob = path.read_bytes() if path.exists() else b""
+    return decode_strings(blob, lengths)
+
+
+def load_bucket(layout: Layout, k: int) -> tuple[sp.csr_matrix | np.ndarray, pd.DataFrame]:
+    """Load bucket ``k`` and permute its rows; returns the shard's ``X`` and ``obs``."""
+    n = layout.shard_rows[k]
+    n_vars = layout.genes.n_vars
+    perm = layout.rng(1, k).permutation(n)
+    if layout.spec.x_format == "csr":
+        rowlen = _load(layout, k, "rowlen", np.int64, n)
+        indptr = np.concatenate([[0], np.cumsum(rowlen)])
+        data = _load(layout, k, "data", layout.value_dtype, int(indptr[-1]))
+        indices = _load(layout, k, "indices", layout.index_dtype, int(indptr[-1]))
+        X = sp.csr_matrix((data, indices, indptr), shape=(n, n_vars))
+        del data, indices, rowlen
+        X = X[perm]
+    else:
+        flat = _load(layout, k, "data", layout.value_dtype, n * n_vars)
+        X = flat.reshape(n, n_vars)[perm]
+        del flat
+    names = _load_strings(layout, k, "names", n)[perm]
+    columns: dict[str, object] = {}
+    for j, col in enumerate(layout.columns):
+        if col.kind == "string":
+            vals = _load_strings(layout, k, f"obs{j}", n)[perm]
+            columns[col.name] = pd.array(vals, dtype="str") if len(vals) else pd.array([], dtype="str")
+        else:
+            vals = _load(layout, k, f"obs{j}", col.dtype, n)[perm]
+            if col.kind == "categorical":
+                columns[col.name] = pd.Categorical.from_codes(
+                    vals, categories=pd.Index(col.categories), ordered=col.ordered
+                )
+            else:
+                columns[col.name] = vals
+    src = _load(layout, k, "src", np.int32, n)[perm]
+    columns["source"] = pd.Categorical.from_codes(src, categories=pd.Index(layout.source_names))
+    columns["source_row"] = _load(layout, k, "row", np.int64, n)[perm]
+    obs = pd.DataFrame(columns, index=pd.Index(names))
+    return X, obs
+
+
+def gather_bucket(layout: Layout, k: int, root: zarr.Group, name: str) -> int:
+    """Write bucket ``k`` as shard ``name`` of ``root``, delete its files, and return its number of stored values."""
+    X, obs = load_bucket(layout, k)
+    nnz = write_shard(root, name, X=X, obs=obs, var=layout.genes.var, spec=layout.spec)
+    del X, obs
+    for path in layout.workdir.glob(f"{k:05d}.*"):
+        os.unlink(path)
+    return nnz

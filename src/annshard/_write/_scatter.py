@@ -1,0 +1,186 @@
+"""Pass 1 of the external shuffle: scatter every row into one of K buckets.
+
+Each source is read sequentially in row blocks. A block is reindexed into the
+joint gene space (one ``take`` through a lookup array), its rows are sorted by
+their bucket, and each bucket's slice is appended to that bucket's raw,
+uncompressed files (one file per array: values, gene indices, row lengths,
+each obs column). Nothing is held beyond one block.
+
+Bucket assignment is exactly balanced, and exactly as random as a uniform
+permutation of all rows cut into K shards: bucket ``k`` has a fixed capacity
+(its shard's size); each source draws how many of its rows go to each bucket
+from a multivariate hypergeometric over the remaining capacities, and each
+block draws its share of the source's counts the same way, then shuffles the
+labels. The gather pass then permutes each bucket uniformly, so the final
+order is a uniform random permutation of all rows, decided by the seed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._layout import Layout
+    from ._plan import ColumnPlan
+    from ._sources import Source
+
+__all__ = ["encode_strings", "reindex_block", "scatter"]
+
+
+def encode_strings(values: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """UTF-8 bytes of an object array of str (``None`` for missing) and the per-item lengths (``-1``: missing)."""
+    parts = [None if v is None else str(v).encode() for v in values]
+    lengths = np.fromiter((-1 if p is None else len(p) for p in parts), dtype=np.int64, count=len(parts))
+    return b"".join(p for p in parts if p is not None), lengths
+
+
+def _append(path: Any, arr: np.ndarray | bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(arr if isinstance(arr, bytes) else memoryview(np.ascontiguousarray(arr)).cast("B"))
+
+
+def reindex_block(block: sp.spmatrix | np.ndarray, layout: Layout, i: int) -> sp.csr_matrix | np.ndarray:
+    """Move a block of source ``i`` into the joint gene space and the stored value dtype."""
+    genes = layout.genes
+    lut, n_vars = genes.luts[i], genes.n_vars
+    vdt = layout.value_dtype
+    identity = not genes.dropping[i] and genes.monotone[i] and lut.shape[0] == n_vars
+    if layout.spec.x_format == "dense":
+        dense = block.toarray() if sp.issparse(block) else np.asarray(block)
+        if identity:
+            return dense.astype(vdt, copy=False)
+        out = np.zeros((dense.shape[0], n_vars), dtype=vdt)
+        keep = lut >= 0
+        out[:, lut[keep]] = dense[:, keep]
+        return out
+    csr = block.tocsr() if sp.issparse(block) else sp.csr_matrix(block)
+    if identity:
+        return sp.csr_matrix((csr.data.astype(vdt, copy=False), csr.indices, csr.indptr), shape=csr.shape)
+    idx = lut[csr.indices]
+    data, indptr = csr.data, csr.indptr.astype(np.int64, copy=False)
+    if genes.dropping[i]:
+        keep = idx >= 0
+        idx, data = idx[keep], data[keep]
+        kept = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
+        indptr = kept[indptr - indptr[0]]
+    out = sp.csr_matrix((data.astype(vdt, copy=False), idx.astype(np.int32), indptr), shape=(csr.shape[0], n_vars))
+    if not genes.monotone[i]:
+        out.has_sorted_indices = False
+        out.sort_indices()
+    return out
+
+
+class _ColumnReader:
+    """Reads one planned obs column of one source as stored values (codes, numbers or strings)."""
+
+    def __init__(self, col: ColumnPlan, src: Source, i: int) -> None:
+        self.col, self.src, self.i = col, src, i
+        self.schema = src.obs_schema.get(col.name) if col.present[i] else None
+        self.index = pd.Index(col.categories, dtype=object) if col.kind == "categorical" else None
+        if self.schema is not None and self.schema.kind == "categorical":
+            self.src_cats = np.array([*self.schema.categories, None], dtype=object)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        col, n = self.col, stop - start
+        if self.schema is None:
+            if col.kind == "categorical":
+                return np.full(n, -1, dtype=np.int32)
+            if col.kind == "string":
+                return np.full(n, None, dtype=object)
+            return np.full(n, np.nan, dtype=col.dtype)
+        raw = self.src.read_obs(col.name, start, stop)
+        if self.schema.kind == "categorical":
+            if col.kind == "categorical":
+                return self.col.code_luts[self.i][raw]  # type: ignore[index]
+            raw = self.src_cats[raw]  # codes -> labels (-1 -> None)
+        if col.coerce[self.i]:
+            raw = np.array([None if _isna(v) else str(v) for v in raw], dtype=object)
+        if col.kind == "categorical":
+            return self.index.get_indexer(pd.Index(raw, dtype=object)).astype(np.int32)  # type: ignore[union-attr]
+        if col.kind == "string":
+            return np.asarray(raw, dtype=object)
+        return np.asarray(raw).astype(col.dtype, copy=False)
+
+
+def _isna(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v))
+
+
+def _draw(rng: np.random.Generator, colors: np.ndarray, n: int) -> np.ndarray:
+    if n == int(colors.sum()):
+        return colors.copy()
+    return rng.multivariate_hypergeometric(colors, n, method="marginals").astype(np.int64)
+
+
+def scatter(layout: Layout, *, progress: Callable[[int], None] | None = None) -> None:
+    """Scatter all sources' rows into the layout's bucket files."""
+    rng = layout.rng(0)
+    capacity = np.asarray(layout.shard_rows, dtype=np.int64)
+    for i, src in enumerate(layout.sources):
+        src_counts = _draw(rng, capacity, src.n_obs)
+        capacity -= src_counts
+        readers = [_ColumnReader(c, src, i) for c in layout.columns]
+        step = layout.block_rows[i]
+        for start in range(0, src.n_obs, step):
+            stop = min(src.n_obs, start + step)
+            block_counts = _draw(rng, src_counts, stop - start)
+            src_counts -= block_counts
+            labels = np.repeat(np.arange(len(capacity), dtype=np.int32), block_counts)
+            rng.shuffle(labels)
+            _scatter_block(layout, i, src, readers, start, stop, labels, block_counts)
+            if progress is not None:
+                progress(stop - start)
+        assert not src_counts.any(), "every row of a source is assigned"
+
+
+def _scatter_block(
+    layout: Layout,
+    i: int,
+    src: Source,
+    readers: list[_ColumnReader],
+    start: int,
+    stop: int,
+    labels: np.ndarray,
+    counts: np.ndarray,
+) -> None:
+    order = np.argsort(labels, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    X = reindex_block(src.read_x(start, stop), layout, i)[order]
+    rows = (np.arange(start, stop, dtype=np.int64))[order]
+    names = src.read_obs_names(start, stop)[order]
+    obs = [r.read(start, stop)[order] for r in readers]
+    if sp.issparse(X):
+        indptr = X.indptr.astype(np.int64, copy=False)
+        data = X.data
+        indices = X.indices.astype(layout.index_dtype, copy=False)
+        rowlen = np.diff(indptr)
+    code = np.int32(layout.source_codes[i])
+    for k in np.flatnonzero(counts):
+        r0, r1 = int(bounds[k]), int(bounds[k + 1])
+        if sp.issparse(X):
+            p0, p1 = int(indptr[r0]), int(indptr[r1])
+            _append(layout.file(k, "data"), data[p0:p1])
+            _append(layout.file(k, "indices"), indices[p0:p1])
+            _append(layout.file(k, "rowlen"), rowlen[r0:r1])
+        else:
+            _append(layout.file(k, "data"), X[r0:r1])
+        _append(layout.file(k, "src"), np.full(r1 - r0, code, dtype=np.int32))
+        _append(layout.file(k, "row"), rows[r0:r1])
+        _append_strings(layout, k, "names", names[r0:r1])
+        for j, (col, vals) in enumerate(zip(layout.columns, obs, strict=True)):
+            if col.kind == "string":
+                _append_strings(layout, k, f"obs{j}", vals[r0:r1])
+            else:
+                _append(layout.file(k, f"obs{j}"), vals[r0:r1])
+
+
+def _append_strings(layout: Layout, k: int, key: str, values: np.ndarray) -> None:
+    blob, lengths = encode_strings(values)
+    _append(layout.file(k, f"{key}.bytes"), blob)
+    _append(layout.file(k, f"{key}.len"), lengths)
