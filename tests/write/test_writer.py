@@ -230,7 +230,9 @@ def test_obs_column_subset_and_string_columns(tmp_path):
     a = make_adata(40, 10, nnz_per_cell=3, obs_prefix="a")
     a.obs["batch"] = ["p", "q"] * 20  # low cardinality strings -> categorical
     a.obs["barcode"] = [f"bc{i}" for i in range(40)]  # high cardinality -> string
-    coll = annshard.write_collection({"a": a}, tmp_path / "o.zarr", obs_columns=["batch", "barcode", "n_genes"], max_categories=5)
+    coll = annshard.write_collection(
+        {"a": a}, tmp_path / "o.zarr", obs_columns=["batch", "barcode", "n_genes"], max_categories=5
+    )
     assert list(coll.obs_columns) == ["batch", "barcode", "n_genes", "source", "source_row"]
     assert coll.obs_columns["batch"].kind == "categorical"
     assert coll.obs_columns["batch"].categories == ("p", "q")

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import annshard
+from annshard import SourceError
+from annshard._synthetic import make_adata
+from annshard._write._sources import open_source, source_names
+
+
+@pytest.fixture(scope="module")
+def h5ad_file(tmp_path_factory):
+    p = tmp_path_factory.mktemp("h5") / "ok.h5ad"
+    make_adata(50, 20, nnz_per_cell=5).write_h5ad(p)
+    return p
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SourceError, match=r"nope\.h5ad: no such file or directory; check the path"):
+        annshard.write_collection([tmp_path / "nope.h5ad"], tmp_path / "o.zarr")
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_not_anndata_text_file(tmp_path):
+    p = tmp_path / "notes.h5ad"
+    p.write_text("hello")
+    with pytest.raises(SourceError, match=r"notes\.h5ad: is not an AnnData \.h5ad file \(not HDF5\)"):
+        annshard.write_collection([p], tmp_path / "o.zarr")
+
+
+def test_not_anndata_hdf5(tmp_path):
+    import h5py
+
+    p = tmp_path / "plain.h5"
+    with h5py.File(p, "w") as f:
+        f["x"] = np.arange(3)
+    with pytest.raises(SourceError, match=r"plain\.h5: obs: is missing: this is not an AnnData file"):
+        annshard.write_collection([p], tmp_path / "o.zarr")
+
+
+def test_not_anndata_directory(tmp_path):
+    d = tmp_path / "dir"
+    d.mkdir()
+    with pytest.raises(SourceError, match=r"dir: is not a zarr store"):
+        annshard.write_collection([d], tmp_path / "o.zarr")
+
+
+def test_truncated_h5ad(tmp_path, h5ad_file):
+    p = tmp_path / "cut.h5ad"
+    data = h5ad_file.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SourceError, match=r"cut\.h5ad: .*(truncated or corrupt)"):
+        annshard.write_collection([p], tmp_path / "o.zarr")
+    assert list(tmp_path.iterdir()) == [p]
+
+
+def test_corrupt_data_block_names_file_and_element(tmp_path):
+    import h5py
+
+    p = tmp_path / "bad.h5ad"
+    make_adata(50, 20, nnz_per_cell=5).write_h5ad(p)
+    with h5py.File(p, "r+") as f:  # indptr pointing past the end of data
+        ip = f["X/indptr"][:]
+        del f["X/indptr"]
+        f["X/indptr"] = ip * 1000
+    with pytest.raises(SourceError, match=r"bad\.h5ad"):
+        annshard.write_collection([p], tmp_path / "o.zarr")
+    assert list(tmp_path.iterdir()) == [p]
+
+
+def test_zero_rows(tmp_path):
+    a = ad.AnnData(X=sp.csr_matrix((0, 10), dtype=np.float32))
+    p = tmp_path / "empty.h5ad"
+    a.write_h5ad(p)
+    with pytest.raises(SourceError, match=r"empty\.h5ad: has 0 rows \(cells\); remove it"):
+        annshard.write_collection([p], tmp_path / "o.zarr")
+    with pytest.raises(SourceError, match=r"in-memory AnnData 'adata-0': has 0 rows"):
+        annshard.write_collection([a], tmp_path / "o.zarr")
+
+
+def test_missing_layer(tmp_path, h5ad_file):
+    with pytest.raises(SourceError, match=r"ok\.h5ad: layers/raw: layer 'raw' not found"):
+        annshard.write_collection([h5ad_file], tmp_path / "o.zarr", layer="raw")
+
+
+def test_wrong_type():
+    with pytest.raises(SourceError, match="pass .h5ad paths"):
+        open_source(42, "x")
+
+
+def test_h5ad_zarr_memory_read_the_same(tmp_path):
+    a = make_adata(40, 30, nnz_per_cell=6)
+    a.obs["note"] = [f"n{i % 3}" for i in range(40)]
+    a.write_h5ad(tmp_path / "a.h5ad")
+    a.write_zarr(tmp_path / "a.zarr")
+    srcs = [open_source(tmp_path / "a.h5ad", "h"), open_source(tmp_path / "a.zarr", "z"), open_source(a, "m")]
+    for s in srcs:
+        assert s.n_obs == 40 and s.n_vars == 30 and s.x_format == "csr"
+        np.testing.assert_array_equal(s.read_x(5, 17).toarray(), a.X[5:17].toarray())
+        assert list(s.read_obs_names(3, 6)) == list(a.obs_names[3:6])
+        assert list(s.var.index) == list(a.var_names)
+        codes = s.read_obs("cell_type", 0, 40)
+        cats = np.asarray(s.obs_schema["cell_type"].categories, dtype=object)
+        assert list(cats[codes]) == list(a.obs["cell_type"].astype(str))
+        np.testing.assert_array_equal(s.read_obs("n_genes", 0, 40), a.obs["n_genes"].to_numpy())
+        s.close()
+
+
+def test_dense_and_csc_blocks(tmp_path):
+    a = make_adata(30, 12, nnz_per_cell=4)
+    dense = a.copy()
+    dense.X = a.X.toarray()
+    dense.write_h5ad(tmp_path / "d.h5ad")
+    csc = a.copy()
+    csc.X = sp.csc_matrix(a.X)
+    csc.write_h5ad(tmp_path / "c.h5ad")
+    d, c = open_source(tmp_path / "d.h5ad", "d"), open_source(tmp_path / "c.h5ad", "c")
+    assert d.x_format == "dense" and c.x_format == "csc"
+    np.testing.assert_array_equal(d.read_x(3, 9), a.X[3:9].toarray())
+    np.testing.assert_array_equal(c.read_x(3, 9).toarray(), a.X[3:9].toarray())
+
+
+def test_backed_anndata_reads_from_its_file(h5ad_file):
+    a = ad.read_h5ad(h5ad_file, backed="r")
+    s = open_source(a, "b")
+    assert s.kind == "h5ad" and s.path == h5ad_file
+    a.file.close()
+
+
+def test_source_names(tmp_path):
+    a = make_adata(3, 3, nnz_per_cell=1)
+    names = [n for n, _ in source_names([tmp_path / "x" / "d.h5ad", tmp_path / "y" / "d.h5ad", a, "e.h5ad"])]
+    assert names[0].endswith("x/d.h5ad") and names[1].endswith("y/d.h5ad")
+    assert names[2:] == ["adata-2", "e.h5ad"]
+    assert [n for n, _ in source_names({"first": a})] == ["first"]
