@@ -7,9 +7,12 @@ non-local host name), and the test that made it fails.
 
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import os
+import shutil
 import sys
+import tempfile
 import threading
 
 import pytest
@@ -53,6 +56,13 @@ sys.addaudithook(_audit)
 
 # lamindb/lamin-setup must never try to reach the hub in tests
 os.environ.setdefault("LAMIN_TESTING", "true")
+
+# lamindb-setup reads its settings directory once, when it is imported: point it at a throwaway one so that
+# tests never read or change the user's ~/.lamin (instances, current user); subprocesses inherit it
+_lamin_settings = tempfile.mkdtemp(prefix="annshard-test-lamin-")
+os.environ["LAMIN_SETTINGS_DIR"] = _lamin_settings
+os.environ.pop("LAMIN_CURRENT_INSTANCE", None)
+atexit.register(shutil.rmtree, _lamin_settings, True)
 
 
 @pytest.fixture(autouse=True)

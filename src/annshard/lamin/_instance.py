@@ -1,0 +1,91 @@
+"""The current lamindb instance: a clear error without one, and a local one for the demo."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from annshard._errors import AnnshardError
+
+__all__ = ["NoInstanceError", "default_storage_root", "ensure_local_instance", "require_instance"]
+
+_HOW = (
+    "create one with `lamin init --storage ./data` on the command line (or "
+    "`ln.setup.init(storage='./data')` in Python), or connect to an existing one with `lamin connect OWNER/NAME`"
+)
+
+
+class NoInstanceError(AnnshardError, RuntimeError):
+    """No lamindb instance is configured in this environment."""
+
+
+def require_instance() -> Any:
+    """Return the current instance's settings, or raise a clear error saying how to make one.
+
+    Raises
+    ------
+    NoInstanceError
+        If no lamindb instance is configured.
+    """
+    import lamindb_setup as ln_setup
+
+    from ._plugin import install
+
+    install()  # a no-op when lamindb-setup already ran the plugin
+    if not ln_setup.settings.is_configured:
+        settings_dir = ln_setup.settings.settings_dir
+        msg = f"no lamindb instance is configured (settings in {settings_dir}); {_HOW}"
+        raise NoInstanceError(msg)
+    return ln_setup.settings.instance
+
+
+def default_storage_root() -> Path | None:
+    """Return the default storage root when it is a local directory, else ``None``."""
+    import lamindb as ln
+
+    root = ln.settings.storage.root
+    if getattr(root, "protocol", "file") not in {"file", "local", ""}:
+        return None
+    return Path(os.fspath(root)).resolve()
+
+
+def ensure_local_instance(storage: str | os.PathLike[str], *, name: str | None = None) -> Any:
+    """Connect to the local SQLite instance stored in ``storage``, creating it if needed.
+
+    Re-running connects to the same instance: lamindb-setup keeps an instance's
+    settings under its name, and the database file lives in
+    ``storage/.lamindb/lamin.db``.
+
+    Parameters
+    ----------
+    storage
+        The instance's storage root (a local directory).
+    name
+        Instance name (default: the directory's name).
+
+    Returns
+    -------
+    The instance settings.
+    """
+    import lamindb_setup as ln_setup
+
+    from ._plugin import install
+
+    install()
+    storage = Path(storage).resolve()
+    name = name or storage.name
+    if ln_setup.settings.is_configured:
+        current = ln_setup.settings.instance
+        if current.name == name and current.storage is not None and Path(current.storage.root_as_str) == storage:
+            return current
+    owner = ln_setup.settings.user.handle
+    db_file = storage / ".lamindb" / "lamin.db"
+    from lamindb_setup.core._settings_store import instance_settings_file
+
+    if db_file.exists() and instance_settings_file(name, owner).exists():
+        ln_setup.connect(f"{owner}/{name}")
+    else:
+        storage.mkdir(parents=True, exist_ok=True)
+        ln_setup.init(storage=str(storage), name=name)
+    return ln_setup.settings.instance
