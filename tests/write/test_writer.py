@@ -206,7 +206,7 @@ annshard.write_collection({[str(x) for x in small_sources["paths"]]!r}, {str(p)!
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert r.returncode == 9, r.stderr
-    leftovers = [x for x in tmp_path.iterdir()]
+    leftovers = list(tmp_path.iterdir())
     assert len(leftovers) == 1 and leftovers[0].name.startswith(".o.zarr.annshard-tmp-")
     assert not p.exists()
     with pytest.raises(CollectionFormatError):
