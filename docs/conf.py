@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from datetime import date
-from importlib.metadata import version
+from importlib.metadata import version as _pkg_version
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -22,7 +22,8 @@ if _tut_src.is_dir():
 project = "annshard"
 author = "annshard developers"
 copyright = f"{date.today().year}, {author}"
-release = version("annshard")
+release = _pkg_version("annshard")
+version = release
 
 extensions = [
     "myst_nb",
