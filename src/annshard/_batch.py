@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,11 +10,12 @@ __all__ = ["Batch"]
 
 
 @dataclass
-class Batch(Mapping[str, Any]):
+class Batch:
     """One minibatch.
 
-    Also a read-only mapping with keys ``"X"``, ``"obs"`` and ``"index"``, so
-    code written for annbatch's ``batch["X"]`` keeps working.
+    ``batch["X"]``, ``batch["obs"]`` and ``batch["index"]`` work too, so code
+    written for annbatch's dict batches keeps working. (It is deliberately not a
+    ``Mapping``: torch's DataLoader would rebuild mappings as plain dicts.)
 
     Attributes
     ----------
@@ -36,11 +37,9 @@ class Batch(Mapping[str, Any]):
             return getattr(self, key)
         raise KeyError(key)
 
-    def __iter__(self) -> Iterator[str]:
+    def keys(self) -> Iterator[str]:
+        """The keys ``batch[...]`` accepts."""
         return iter(("X", "obs", "index"))
-
-    def __len__(self) -> int:
-        return 3
 
     @property
     def n_obs(self) -> int:

@@ -163,6 +163,7 @@ class Loader:
         self._pending: tuple[int, int] | None = None
         # per-DataLoader-worker epoch counters, shared with worker processes (see __getstate__)
         self._worker_epochs: Any = multiprocessing.RawArray("q", _MAX_WORKERS)
+        _register_with_torch()
 
     # -- construction checks --------------------------------------------------------------
     def _check_vars(self) -> None:
@@ -374,6 +375,24 @@ class Loader:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._reader = BlockReader(self._shards, element=self._element)
+        _register_with_torch()
+
+    def __getitem__(self, key: Any) -> Any:
+        msg = (
+            "a Loader is iterable, not indexable; if torch's DataLoader called this, torch was imported after the "
+            "Loader was created: import torch first so the Loader registers as an IterableDataset"
+        )
+        raise TypeError(msg)
+
+
+def _register_with_torch() -> None:
+    """Make the Loader a virtual ``torch.utils.data.IterableDataset`` when torch is already imported."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    data = getattr(getattr(torch, "utils", None), "data", None)
+    if data is not None and not issubclass(Loader, data.IterableDataset):
+        data.IterableDataset.register(Loader)
 
 
 def _in_worker() -> bool:

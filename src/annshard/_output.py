@@ -10,6 +10,7 @@ CPU: the transfer stays sparse.
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -67,7 +68,10 @@ def _torch(block: Block, n_vars: int, *, dense: bool, device: str | None) -> tup
     crow = _to_device(torch, block.indptr, device)
     col = _to_device(torch, block.indices.astype(np.int64), device)
     vals = _to_device(torch, block.data, device)
-    x = torch.sparse_csr_tensor(crow, col, vals, size=(block.n_rows, n_vars))
+    with warnings.catch_warnings():
+        # torch warns once per process that sparse CSR is "beta"; the layout is what users asked for
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        x = torch.sparse_csr_tensor(crow, col, vals, size=(block.n_rows, n_vars), check_invariants=False)
     return (x.to_dense() if dense else x), index
 
 

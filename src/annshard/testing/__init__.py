@@ -1,0 +1,14 @@
+"""Test helpers users can run on their own extensions.
+
+- :func:`check_sampler`: the :class:`~annshard.samplers.Sampler` contract (well-formed,
+  deterministic plans; exact coverage; disjoint, equal distributed parts).
+- :func:`check_resume`: a loader restored from a mid-epoch ``state_dict`` yields exactly
+  the rest of the epoch and then continues as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+from ._resume import check_resume
+from ._samplers import check_sampler, plan_rows
+
+__all__ = ["check_resume", "check_sampler", "plan_rows"]
