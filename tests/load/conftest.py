@@ -56,14 +56,18 @@ def _build_collection(
     a = ad.AnnData(X=a.X[perm], obs=obs, var=a.var)
     a.obs["source"] = pd.Categorical(["src-0"] * n_obs)
     a.obs["source_row"] = perm.astype(np.int64)
-    spec = StorageSpec(x_format="dense" if dense else "csr", chunk_elems=512, shard_elems=4096, dense_chunk_rows=8, dense_shard_rows=64)
+    spec = StorageSpec(
+        x_format="dense" if dense else "csr", chunk_elems=512, shard_elems=4096, dense_chunk_rows=8, dense_shard_rows=64
+    )
     root = zarr.open_group(path, mode="w")
     bounds = np.linspace(0, n_obs, n_shards + 1).astype(int)
     shards = []
     for i in range(n_shards):
         lo, hi = bounds[i], bounds[i + 1]
         x = a.X[lo:hi]
-        nnz = write_shard(root, shard_name(i), X=x.toarray() if dense else x, obs=a.obs.iloc[lo:hi], var=a.var, spec=spec)
+        nnz = write_shard(
+            root, shard_name(i), X=x.toarray() if dense else x, obs=a.obs.iloc[lo:hi], var=a.var, spec=spec
+        )
         if layers:
             ad.io.write_elem(root[shard_name(i)]["layers"], "counts", x * 2)
         shards.append(ShardInfo(shard_name(i), int(hi - lo), nnz))
@@ -100,4 +104,6 @@ def coll2(tmp_path_factory) -> Built:
 
 @pytest.fixture(scope="session")
 def dense_coll(tmp_path_factory) -> Built:
-    return build_collection(tmp_path_factory.mktemp("dense") / "d.zarr", n_obs=700, n_vars=50, n_shards=2, dense=True, seed=3)
+    return build_collection(
+        tmp_path_factory.mktemp("dense") / "d.zarr", n_obs=700, n_vars=50, n_shards=2, dense=True, seed=3
+    )

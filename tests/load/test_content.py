@@ -34,7 +34,12 @@ def _check_batch(batch: Batch, built, loader, dense: bool = False) -> None:
 @pytest.mark.parametrize("output", ["scipy", "numpy"])
 def test_batches_match_source_rows(coll, output):
     loader = annshard.Loader(
-        coll.path, batch_size=256, chunk_size=16, preload_nchunks=10, obs_columns=["cell_type", "n_genes", "source_row"], output=output
+        coll.path,
+        batch_size=256,
+        chunk_size=16,
+        preload_nchunks=10,
+        obs_columns=["cell_type", "n_genes", "source_row"],
+        output=output,
     )
     seen = []
     for batch in loader:

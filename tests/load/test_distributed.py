@@ -15,7 +15,9 @@ def test_ranks_disjoint_equal_and_redrawn(coll2, world_size):
     for epoch in (0, 1):
         idx = []
         for rank in range(world_size):
-            loader = annshard.Loader(coll2.path, batch_size=64, chunk_size=10, preload_nchunks=4, rank=rank, world_size=world_size)
+            loader = annshard.Loader(
+                coll2.path, batch_size=64, chunk_size=10, preload_nchunks=4, rank=rank, world_size=world_size
+            )
             loader.set_epoch(epoch)
             rows = np.concatenate([b.index for b in loader])
             assert rows.shape[0] == n // world_size

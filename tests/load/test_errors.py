@@ -40,7 +40,9 @@ def test_unknown_obs_column(coll2):
 
 
 def test_unknown_layer(coll2):
-    with pytest.raises(KeyError, match=r"layer 'counts' is not in collection .*shard-00000.zarr.*available layers: none"):
+    with pytest.raises(
+        KeyError, match=r"layer 'counts' is not in collection .*shard-00000.zarr.*available layers: none"
+    ):
         annshard.Loader(coll2.path, layer="counts")
 
 

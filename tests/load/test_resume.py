@@ -19,7 +19,9 @@ from annshard.testing import check_resume
 )
 def test_check_resume(coll2, batch_size, chunk_size, preload):
     check_resume(
-        lambda: annshard.Loader(coll2.path, batch_size=batch_size, chunk_size=chunk_size, preload_nchunks=preload, seed=11),
+        lambda: annshard.Loader(
+            coll2.path, batch_size=batch_size, chunk_size=chunk_size, preload_nchunks=preload, seed=11
+        ),
         epoch=2,
     )
 

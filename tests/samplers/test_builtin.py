@@ -16,7 +16,9 @@ shards = st.lists(st.integers(0, 120), min_size=1, max_size=6).filter(lambda s: 
 @settings(max_examples=40, deadline=None)
 @given(n_obs=shards, chunk_size=st.integers(1, 50), seed=st.integers(0, 2**40))
 def test_random(n_obs, chunk_size, seed):
-    check_sampler(RandomSampler(), n_obs=n_obs, chunk_size=chunk_size, seeds=[seed], reshuffles=sum(n_obs) > 2 * chunk_size + 2)
+    check_sampler(
+        RandomSampler(), n_obs=n_obs, chunk_size=chunk_size, seeds=[seed], reshuffles=sum(n_obs) > 2 * chunk_size + 2
+    )
 
 
 @settings(max_examples=30, deadline=None)

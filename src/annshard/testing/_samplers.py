@@ -99,7 +99,10 @@ def check_sampler(
             plan = sampler.plan(n_obs, chunk_size=chunk_size, seed=seed, epoch=epoch)
             again = sampler.plan(n_obs, chunk_size=chunk_size, seed=seed, epoch=epoch)
             if not isinstance(plan, np.ndarray) or plan.dtype != np.int64 or plan.ndim != 2 or plan.shape[1] != 3:
-                _fail(sampler, f"plan must be an int64 array of shape (n, 3), got {getattr(plan, 'dtype', type(plan))} {getattr(plan, 'shape', '')}")
+                _fail(
+                    sampler,
+                    f"plan must be an int64 array of shape (n, 3), got {getattr(plan, 'dtype', type(plan))} {getattr(plan, 'shape', '')}",
+                )
             if not np.array_equal(plan, again):
                 _fail(sampler, f"two plans for seed={seed}, epoch={epoch} differ (plans must be deterministic)")
             shard, start, stop = plan[:, 0], plan[:, 1], plan[:, 2]
