@@ -6,16 +6,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._assemble import EpochStream
-from .._world import World
-from ..samplers import SamplerContext
+from annshard._assemble import EpochStream
+from annshard._world import World
+from annshard.samplers import SamplerContext
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from numpy.typing import NDArray
 
-    from ..samplers import Sampler
+    from annshard.samplers import Sampler
 
 __all__ = ["check_sampler", "plan_rows"]
 
