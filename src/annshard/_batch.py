@@ -38,7 +38,7 @@ class Batch:
         raise KeyError(key)
 
     def keys(self) -> Iterator[str]:
-        """The keys ``batch[...]`` accepts."""
+        """Return the keys ``batch[...]`` accepts."""
         return iter(("X", "obs", "index"))
 
     @property
