@@ -55,7 +55,7 @@ def write_shard(
     root: zarr.Group,
     name: str,
     *,
-    X: sp.csr_matrix | np.ndarray,
+    X: sp.csr_matrix | np.ndarray | Any,
     obs: pd.DataFrame,
     var: pd.DataFrame,
     spec: StorageSpec,
@@ -70,7 +70,8 @@ def write_shard(
         The shard's group name.
     X
         The shard's rows, already in the collection's gene order: CSR for
-        ``spec.x_format == "csr"``, a 2-D array for ``"dense"``.
+        ``spec.x_format == "csr"`` (a scipy matrix, or any object with ``format == "csr"``,
+        ``data``, ``indices``, ``indptr`` and ``shape``), a 2-D array for ``"dense"``.
     obs
         The shard's obs, one row per row of ``X``; categorical columns carry the
         collection's full category lists.
@@ -87,9 +88,9 @@ def write_shard(
     g.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
     n_obs, n_vars = X.shape
     if spec.x_format == "csr":
-        if not sp.issparse(X):
-            X = sp.csr_matrix(X)
-        X = X.tocsr()
+        # anything with CSR ``data``/``indices``/``indptr`` is written as is (scipy would upcast uint16 indices)
+        if not (getattr(X, "format", None) == "csr" and hasattr(X, "indptr")):
+            X = sp.csr_matrix(X) if not sp.issparse(X) else X.tocsr()
         xg = g.create_group("X")
         xg.attrs.update({"encoding-type": "csr_matrix", "encoding-version": "0.1.0", "shape": [n_obs, n_vars]})
         _write_1d(
@@ -116,7 +117,7 @@ def write_shard(
             chunk=_INDPTR_CHUNK,
             shard=_INDPTR_CHUNK * 64,
         )
-        nnz = int(X.nnz)
+        nnz = int(X.data.shape[0])
     else:
         dense = X.toarray() if sp.issparse(X) else np.asarray(X)
         dense = np.ascontiguousarray(dense, dtype=spec.data_dtype)

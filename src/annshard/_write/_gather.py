@@ -11,6 +11,7 @@ its shard is written, so temporary disk use shrinks as the pass goes.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,12 +20,54 @@ import scipy.sparse as sp
 
 from annshard._shard import write_shard
 
+from ._memory import trim
+
 if TYPE_CHECKING:
     import zarr
 
     from ._layout import Layout
 
-__all__ = ["decode_strings", "gather_bucket", "load_bucket"]
+__all__ = ["CSRParts", "decode_strings", "gather_bucket", "load_bucket", "take_rows"]
+
+_CHUNK_NNZ = 1 << 20
+
+
+@dataclass
+class CSRParts:
+    """A CSR matrix as bare arrays, so index dtypes such as ``uint16`` are kept (scipy would upcast them)."""
+
+    data: np.ndarray
+    indices: np.ndarray
+    indptr: np.ndarray
+    shape: tuple[int, int]
+    format: str = "csr"
+
+    def toarray(self) -> np.ndarray:
+        """Densify (for small checks)."""
+        return sp.csr_matrix((self.data, self.indices, self.indptr), shape=self.shape).toarray()
+
+
+def take_rows(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, rows: np.ndarray, n_vars: int) -> CSRParts:
+    """Rows ``rows`` of a CSR matrix, in that order, keeping dtypes; temporaries are bounded by chunking."""
+    indptr = np.asarray(indptr, dtype=np.int64)
+    starts = indptr[:-1][rows]
+    lengths = indptr[1:][rows] - starts
+    new_indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=new_indptr[1:])
+    nnz = int(new_indptr[-1])
+    out_data = np.empty(nnz, dtype=data.dtype)
+    out_indices = np.empty(nnz, dtype=indices.dtype)
+    i, n = 0, len(rows)
+    while i < n:
+        j = int(np.searchsorted(new_indptr, new_indptr[i] + _CHUNK_NNZ, side="right")) - 1
+        j = min(max(j, i + 1), n)
+        a, b = int(new_indptr[i]), int(new_indptr[j])
+        src = np.repeat(starts[i:j] - new_indptr[i:j], lengths[i:j])
+        src += np.arange(a, b, dtype=np.int64)
+        np.take(data, src, out=out_data[a:b])
+        np.take(indices, src, out=out_indices[a:b])
+        i = j
+    return CSRParts(out_data, out_indices, new_indptr, (n, n_vars))
 
 
 def decode_strings(blob: bytes, lengths: np.ndarray) -> np.ndarray:
@@ -57,7 +100,7 @@ def _load_strings(layout: Layout, k: int, key: str, n: int) -> np.ndarray:
     return decode_strings(blob, lengths)
 
 
-def load_bucket(layout: Layout, k: int) -> tuple[sp.csr_matrix | np.ndarray, pd.DataFrame]:
+def load_bucket(layout: Layout, k: int) -> tuple[CSRParts | np.ndarray, pd.DataFrame]:
     """Load bucket ``k`` and permute its rows; returns the shard's ``X`` and ``obs``."""
     n = layout.shard_rows[k]
     n_vars = layout.genes.n_vars
@@ -67,9 +110,8 @@ def load_bucket(layout: Layout, k: int) -> tuple[sp.csr_matrix | np.ndarray, pd.
         indptr = np.concatenate([[0], np.cumsum(rowlen)])
         data = _load(layout, k, "data", layout.value_dtype, int(indptr[-1]))
         indices = _load(layout, k, "indices", layout.index_dtype, int(indptr[-1]))
-        X = sp.csr_matrix((data, indices, indptr), shape=(n, n_vars))
+        X = take_rows(data, indices, indptr, perm, n_vars)
         del data, indices, rowlen
-        X = X[perm]
     else:
         flat = _load(layout, k, "data", layout.value_dtype, n * n_vars)
         X = flat.reshape(n, n_vars)[perm]
@@ -102,4 +144,5 @@ def gather_bucket(layout: Layout, k: int, root: zarr.Group, name: str) -> int:
     del X, obs
     for path in layout.workdir.glob(f"{k:05d}.*"):
         os.unlink(path)
+    trim()
     return nnz

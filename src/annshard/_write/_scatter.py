@@ -23,6 +23,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ._gather import CSRParts, take_rows
+from ._memory import trim
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -122,6 +125,8 @@ def scatter(layout: Layout, *, progress: Callable[[int], None] | None = None) ->
     """Scatter all sources' rows into the layout's bucket files."""
     rng = layout.rng(0)
     capacity = np.asarray(layout.shard_rows, dtype=np.int64)
+    for src in layout.sources:
+        src.close()
     for i, src in enumerate(layout.sources):
         src_counts = _draw(rng, capacity, src.n_obs)
         capacity -= src_counts
@@ -134,9 +139,12 @@ def scatter(layout: Layout, *, progress: Callable[[int], None] | None = None) ->
             labels = np.repeat(np.arange(len(capacity), dtype=np.int32), block_counts)
             rng.shuffle(labels)
             _scatter_block(layout, i, src, readers, start, stop, labels, block_counts)
+            trim()
             if progress is not None:
                 progress(stop - start)
         assert not src_counts.any(), "every row of a source is assigned"
+        src.close()  # drop the file's handle and its caches before the next source
+        trim()
 
 
 def _scatter_block(
@@ -151,19 +159,22 @@ def _scatter_block(
 ) -> None:
     order = np.argsort(labels, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(counts)])
-    X = reindex_block(src.read_x(start, stop), layout, i)[order]
+    X = reindex_block(src.read_x(start, stop), layout, i)
+    if sp.issparse(X):
+        indices = X.indices.astype(layout.index_dtype, copy=False)
+        X = take_rows(X.data, indices, X.indptr, order, X.shape[1])
+        del indices
+        data, indices, indptr = X.data, X.indices, X.indptr
+        rowlen = np.diff(indptr)
+    else:
+        X = X[order]
     rows = (np.arange(start, stop, dtype=np.int64))[order]
     names = src.read_obs_names(start, stop)[order]
     obs = [r.read(start, stop)[order] for r in readers]
-    if sp.issparse(X):
-        indptr = X.indptr.astype(np.int64, copy=False)
-        data = X.data
-        indices = X.indices.astype(layout.index_dtype, copy=False)
-        rowlen = np.diff(indptr)
     code = np.int32(layout.source_codes[i])
     for k in np.flatnonzero(counts):
         r0, r1 = int(bounds[k]), int(bounds[k + 1])
-        if sp.issparse(X):
+        if isinstance(X, CSRParts):
             p0, p1 = int(indptr[r0]), int(indptr[r1])
             _append(layout.file(k, "data"), data[p0:p1])
             _append(layout.file(k, "indices"), indices[p0:p1])

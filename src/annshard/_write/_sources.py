@@ -27,6 +27,8 @@ import scipy.sparse as sp
 from annshard._errors import SourceError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import anndata as ad
 
 __all__ = ["ColumnSchema", "Source", "open_source", "open_sources"]
@@ -261,11 +263,22 @@ def _attr(node: Any, key: str, default: Any = None) -> Any:
 class StoreSource(Source):
     """An AnnData stored in an ``.h5ad`` file (h5py) or a zarr store, read in row blocks."""
 
-    def __init__(self, root: Any, path: Path, kind: str, name: str, *, layer: str | None, handle: Any = None) -> None:
+    def __init__(self, opener: Callable[[], Any], path: Path, kind: str, name: str, *, layer: str | None) -> None:
+        self.name, self.kind, self.path = name, kind, path
+        self._opener = opener
+        self._root: Any = None
+        self._nodes: dict[str, Any] = {}
+        try:
+            self._read_header(layer)
+        except BaseException:
+            self.close()
+            raise
+        self.close()  # reopened by the first read: only the source being scattered holds a file handle
+
+    def _read_header(self, layer: str | None) -> None:
         import anndata as ad
 
-        self.name, self.kind, self.path = name, kind, path
-        self._root, self._handle = root, handle
+        root = self._get_root()
         self.element = "X" if layer is None else f"layers/{layer}"
         for key in ("obs", "var"):
             if key not in root:
@@ -279,13 +292,11 @@ class StoreSource(Source):
             raise self._fail("var", f"cannot be read ({e})", "re-write the file with a current anndata", e) from e
         var.index = pd.Index([str(v) for v in var.index], dtype=object, name=var.index.name)
         self.var = var
-        self._x = root[self.element]
         enc = _attr(self._x, "encoding-type")
         shape = _attr(self._x, "shape")
         if enc in ("csr_matrix", "csc_matrix"):
             self.x_format = "csr" if enc == "csr_matrix" else "csc"
             n_obs, n_vars = (int(s) for s in shape)
-            self._data, self._indices, self._indptr = self._x["data"], self._x["indices"], self._x["indptr"]
             self.nnz = int(self._data.shape[0])
             self.x_dtype = np.dtype(self._data.dtype)
             self._csc_cache: sp.csr_matrix | None = None
@@ -305,13 +316,44 @@ class StoreSource(Source):
                 self.element, f"has {n_vars} columns but var has {self.var.shape[0]} rows", "the file is corrupt"
             )
         self.n_obs = n_obs
-        self._obs = root["obs"]
         index_key = _attr(self._obs, "_index")
         if index_key is None:
             raise self._fail("obs", "has no '_index' attribute (a legacy format)", "re-write it with anndata >= 0.8")
         self._index_key = str(index_key)
         order = _attr(self._obs, "column-order", [])
         self.obs_schema = {str(c): self._column_schema(str(c)) for c in list(order)}
+
+    def _get_root(self) -> Any:
+        if self._root is None:
+            self._root = self._opener()
+            self._nodes = {}
+        return self._root
+
+    def _node(self, key: str) -> Any:
+        root = self._get_root()
+        if key not in self._nodes:
+            self._nodes[key] = root[key]
+        return self._nodes[key]
+
+    @property
+    def _x(self) -> Any:
+        return self._node(self.element)
+
+    @property
+    def _data(self) -> Any:
+        return self._node(f"{self.element}/data")
+
+    @property
+    def _indices(self) -> Any:
+        return self._node(f"{self.element}/indices")
+
+    @property
+    def _indptr(self) -> Any:
+        return self._node(f"{self.element}/indptr")
+
+    @property
+    def _obs(self) -> Any:
+        return self._node("obs")
 
     def _column_schema(self, name: str) -> ColumnSchema:
         import anndata as ad
@@ -395,11 +437,11 @@ class StoreSource(Source):
             raise self._fail("obs index", f"rows {start}:{stop} cannot be read ({e})", "the file is corrupt", e) from e
 
     def close(self) -> None:
-        """Close the h5py file."""
-        if self._handle is not None:
+        """Close the file; a later read reopens it (so only the source being read holds a handle and its caches)."""
+        root, self._root, self._nodes = self._root, None, {}
+        if root is not None and hasattr(root, "close"):
             with contextlib.suppress(Exception):
-                self._handle.close()
-            self._handle = None
+                root.close()
 
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -414,17 +456,15 @@ def _open_h5ad(path: Path, name: str, layer: str | None) -> StoreSource:
         msg = f"{path}: is not an AnnData .h5ad file (not HDF5); pass .h5ad files or AnnData zarr directories"
         raise SourceError(msg)
     try:
-        handle = h5py.File(path, "r")
+        h5py.File(path, "r").close()
     except Exception as e:
         msg = f"{path}: the HDF5 file cannot be opened ({e}); it is truncated or corrupt, re-download or re-write it"
         raise SourceError(msg) from e
     try:
-        return StoreSource(handle, path, "h5ad", name, layer=layer, handle=handle)
+        return StoreSource(lambda: h5py.File(path, "r"), path, "h5ad", name, layer=layer)
     except SourceError:
-        handle.close()
         raise
     except Exception as e:
-        handle.close()
         msg = f"{path}: cannot be read as AnnData ({e}); it is truncated or corrupt, re-download or re-write it"
         raise SourceError(msg) from e
 
@@ -433,12 +473,12 @@ def _open_zarr(path: Path, name: str, layer: str | None) -> StoreSource:
     import zarr
 
     try:
-        root = zarr.open_group(path, mode="r")
+        zarr.open_group(path, mode="r")
     except Exception as e:
         msg = f"{path}: is not a zarr store ({e}); pass .h5ad files or AnnData zarr directories"
         raise SourceError(msg) from e
     try:
-        return StoreSource(root, path, "zarr", name, layer=layer)
+        return StoreSource(lambda: zarr.open_group(path, mode="r"), path, "zarr", name, layer=layer)
     except SourceError:
         raise
     except Exception as e:

@@ -35,6 +35,7 @@ from annshard._format import Manifest, ObsColumn, ShardInfo, SourceInfo, Storage
 
 from ._gather import gather_bucket
 from ._layout import GATHER_FACTOR, SCATTER_FACTOR, Layout, parse_bytes, row_bytes, shard_sizes
+from ._memory import pin_mmap_threshold
 from ._plan import ColumnPlan, plan_genes, plan_genes_into, plan_obs
 from ._scatter import scatter
 from ._sources import Source, open_sources
@@ -183,6 +184,8 @@ def _run(layout: Layout, root_path: Path, first_shard: int, show_progress: bool)
     import zarr
 
     layout.workdir.mkdir(parents=True, exist_ok=True)
+    if os.environ.get("ANNSHARD_NO_PIN") is None:
+        pin_mmap_threshold()
     n = sum(layout.shard_rows)
     with _progress(show_progress, n, "shuffling") as bar:
         scatter(layout, progress=bar.update)
