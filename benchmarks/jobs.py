@@ -1,0 +1,367 @@
+"""One measured benchmark job per process: ``python benchmarks/jobs.py <job> '<json params>'``.
+
+Each job prints one JSON line with its figures, including ``peak_rss_mb``
+(this process's peak resident set size) and ``rss_base_mb`` (its RSS after
+imports, before the measured work). Run by :mod:`harness` so every job
+starts from a fresh interpreter and the two libraries never share a heap.
+
+Jobs
+----
+convert_annbatch / convert_annshard
+    ``.h5ad`` files -> a shuffled collection.
+load_annbatch / load_annshard
+    ``epochs`` full epochs over a collection (scipy CSR + one categorical obs column).
+train_annbatch / train_annshard / train_compute
+    one epoch of a small torch model over a loader, or over in-memory batches (compute only).
+decode
+    decode every ``X`` chunk of every shard of a collection (the decode limit).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+JOBS: dict[str, Any] = {}
+
+
+def job(fn):
+    JOBS[fn.__name__] = fn
+    return fn
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _peak_rss_mb() -> float:
+    """Peak RSS of this process's own address space.
+
+    ``VmHWM`` rather than ``getrusage(...).ru_maxrss``: Linux carries the parent's
+    RSS at ``fork`` into the child's ``ru_maxrss``, so a large parent would
+    inflate every child's figure.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _zarrs_for_annbatch() -> None:
+    import zarr
+
+    zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"})
+
+
+# -- conversion -----------------------------------------------------------------------------------
+@job
+def convert_annbatch(p: dict) -> dict:
+    import annbatch
+    import anndata as ad  # noqa: F401
+
+    _zarrs_for_annbatch()
+    base = _rss_mb()
+    t0 = time.perf_counter()
+    annbatch.DatasetCollection(p["out"]).add_adatas(
+        adata_paths=p["paths"], shuffle=True, rng=np.random.default_rng(0), **p.get("kwargs", {})
+    )
+    dt = time.perf_counter() - t0
+    return {"seconds": dt, "cells_per_s": p["n_obs"] / dt, "rss_base_mb": base}
+
+
+@job
+def convert_annshard(p: dict) -> dict:
+    import annshard
+
+    base = _rss_mb()
+    t0 = time.perf_counter()
+    annshard.write_collection(p["paths"], p["out"], seed=0, **p.get("kwargs", {}))
+    dt = time.perf_counter() - t0
+    return {"seconds": dt, "cells_per_s": p["n_obs"] / dt, "rss_base_mb": base}
+
+
+# -- loaders --------------------------------------------------------------------------------------
+def _annbatch_loader(p: dict):
+    import annbatch
+    import anndata as ad
+
+    _zarrs_for_annbatch()
+
+    def load_adata(g):
+        obs = ad.io.read_elem(g["obs"])[["cell_type"]]
+        return ad.AnnData(X=ad.io.sparse_dataset(g["X"]), obs=obs)
+
+    with ad.settings.override(remove_unused_categories=False):
+        loader = annbatch.Loader(
+            batch_size=p["batch_size"],
+            chunk_size=p["chunk_size"],
+            preload_nchunks=p["preload_nchunks"],
+            shuffle=True,
+            rng=np.random.default_rng(0),
+            return_index=p.get("return_index", False),
+        )
+        loader.use_collection(annbatch.DatasetCollection(p["collection"], mode="r"), load_adata=load_adata)
+    return loader
+
+
+def _annbatch_labels(batch) -> np.ndarray:
+    return batch["obs"]["cell_type"].cat.codes.to_numpy()
+
+
+def _annshard_loader(p: dict):
+    import annshard
+
+    return annshard.Loader(
+        p["collection"],
+        batch_size=p["batch_size"],
+        chunk_size=p["chunk_size"],
+        preload_nchunks=p["preload_nchunks"],
+        obs_columns=["cell_type"],
+        output="scipy",
+        seed=0,
+        **p.get("kwargs", {}),
+    )
+
+
+def _annshard_labels(batch) -> np.ndarray:
+    return np.asarray(batch.obs["cell_type"])
+
+
+_LOADERS = {"annbatch": (_annbatch_loader, _annbatch_labels), "annshard": (_annshard_loader, _annshard_labels)}
+
+
+def _import(lib: str) -> float:
+    """Import a library's loader before the clock starts; returns the import time."""
+    t0 = time.perf_counter()
+    if lib == "annbatch":
+        import annbatch  # noqa: F401
+
+        _zarrs_for_annbatch()
+    else:
+        import annshard
+
+        annshard.Loader  # noqa: B018 - the lazy import
+    return time.perf_counter() - t0
+
+
+def _load(lib: str, p: dict) -> dict:
+    make, labels = _LOADERS[lib]
+    t_import = _import(lib)
+    base = _rss_mb()
+    t0 = time.perf_counter()
+    loader = make(p)
+    t_open = time.perf_counter() - t0
+    epochs, cells, nnz, first, epoch_s = p.get("epochs", 2), 0, 0, None, []
+    chunk_share: list[float] = []
+    for _ in range(epochs):
+        te = time.perf_counter()
+        for batch in loader:
+            if first is None:
+                first = time.perf_counter() - t0
+            x = batch["X"]
+            y = labels(batch)
+            assert y.shape[0] == x.shape[0]
+            cells += x.shape[0]
+            nnz += x.nnz
+            if p.get("return_index") and len(chunk_share) < 200:
+                chunk_share.append(_same_run_share(np.asarray(batch["index"]), p["chunk_size"]))
+        epoch_s.append(time.perf_counter() - te)
+    total = sum(epoch_s)
+    out = {
+        "cells_per_s": cells / total,
+        "epoch_s": epoch_s,
+        "first_batch_s": first,
+        "open_s": t_open,
+        "import_s": t_import,
+        "cells": cells,
+        "nnz": nnz,
+        "rss_base_mb": base,
+    }
+    if chunk_share:
+        out["same_chunk_pair_share"] = float(np.mean(chunk_share))
+    return out
+
+
+def _same_run_share(index: np.ndarray, chunk: int) -> float:
+    """Share of the pairs of a batch's rows that are within ``chunk`` rows of each other on disk.
+
+    Rows of one chunk lie within ``chunk`` rows of each other; rows drawn at random
+    from ``n`` rows almost never do (``~2 * chunk / n``).
+    """
+    s = np.sort(index)
+    n = s.shape[0]
+    # for each row, the rows after it that are closer than `chunk`
+    close = np.searchsorted(s, s + chunk, side="left") - np.arange(1, n + 1)
+    return float(close.sum() / (n * (n - 1) / 2))
+
+
+@job
+def load_annbatch(p: dict) -> dict:
+    return _load("annbatch", p)
+
+
+@job
+def load_annshard(p: dict) -> dict:
+    return _load("annshard", p)
+
+
+# -- end to end -----------------------------------------------------------------------------------
+def _model(n_vars: int, n_classes: int, hidden: int):
+    """A small classifier: a frozen sparse random projection of the genes, then a trained MLP.
+
+    The projection is a CSR x dense product (what an embedding of the genes costs
+    forward); it is frozen because torch's CPU backward through a sparse CSR
+    product is ~50x slower than the forward, which would make the model, not the
+    data, the subject of the benchmark.
+    """
+    import torch
+
+    torch.manual_seed(0)
+    proj = torch.randn(n_vars, 64) / np.sqrt(n_vars)
+    head = torch.nn.Sequential(
+        torch.nn.Linear(64, hidden),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden, hidden),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden, n_classes),
+    )
+    opt = torch.optim.Adam(head.parameters(), lr=1e-3)
+
+    def step(x, y) -> float:
+        xt = torch.sparse_csr_tensor(
+            torch.from_numpy(x.indptr.astype(np.int64)),
+            torch.from_numpy(x.indices.astype(np.int64)),
+            torch.log1p(torch.from_numpy(np.asarray(x.data, dtype=np.float32))),
+            size=x.shape,
+        )
+        with torch.no_grad():
+            z = xt @ proj
+        loss = torch.nn.functional.cross_entropy(head(z), torch.from_numpy(y.astype(np.int64)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return float(loss)
+
+    return step
+
+
+def _torch_setup(p: dict) -> None:
+    import warnings
+
+    import torch
+
+    torch.set_num_threads(p.get("torch_threads", 1))
+    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+    warnings.filterwarnings("ignore", message="Sparse invariant checks")
+
+
+def _train(lib: str, p: dict) -> dict:
+    _torch_setup(p)
+    make, labels = _LOADERS[lib]
+    step = _model(p["n_vars"], p["n_classes"], p.get("hidden", 256))
+    _import(lib)
+    base = _rss_mb()
+    loader = make(p)
+    t0 = time.perf_counter()
+    cells, n_batches = 0, 0
+    for batch in loader:
+        x = batch["X"]
+        step(x, labels(batch))
+        cells += x.shape[0]
+        n_batches += 1
+    dt = time.perf_counter() - t0
+    return {"epoch_s": dt, "cells_per_s": cells / dt, "batches": n_batches, "rss_base_mb": base}
+
+
+@job
+def train_annbatch(p: dict) -> dict:
+    return _train("annbatch", p)
+
+
+@job
+def train_annshard(p: dict) -> dict:
+    return _train("annshard", p)
+
+
+@job
+def train_compute(p: dict) -> dict:
+    """The model alone: the same number of steps over a few batches held in memory."""
+    import anndata as ad
+
+    _torch_setup(p)
+    step = _model(p["n_vars"], p["n_classes"], p.get("hidden", 256))
+    a = ad.read_h5ad(p["h5ad"])
+    bs = p["batch_size"]
+    n_hold = max(1, min(8, a.n_obs // bs))
+    held = [
+        (a.X[i * bs : (i + 1) * bs].tocsr(), a.obs["cell_type"].cat.codes.to_numpy()[i * bs : (i + 1) * bs])
+        for i in range(n_hold)
+    ]
+    base = _rss_mb()
+    n_batches = -(-p["n_obs"] // bs)
+    step(*held[0])  # warm-up, not timed
+    t0 = time.perf_counter()
+    for i in range(n_batches):
+        step(*held[i % n_hold])
+    dt = time.perf_counter() - t0
+    return {"epoch_s": dt, "step_ms": dt / n_batches * 1000, "batches": n_batches, "rss_base_mb": base}
+
+
+# -- decode limit ---------------------------------------------------------------------------------
+@job
+def decode(p: dict) -> dict:
+    """Read every shard's ``X/data`` and ``X/indices`` whole through the zarrs pipeline (decode, no assembly)."""
+    import zarr
+
+    _zarrs_for_annbatch()
+    if p.get("threads"):
+        zarr.config.set({"threading.max_workers": p["threads"]})
+    root = zarr.open_group(p["collection"], mode="r")
+    groups = [root[k] for k in sorted(root.group_keys())]
+    arrays = [(g["X"]["data"], g["X"]["indices"]) for g in groups]
+    n_obs = sum(int(g["X"].attrs["shape"][0]) for g in groups)
+    base = _rss_mb()
+    times, nbytes = [], 0
+    for r in range(p.get("repeats", 3)):
+        t0 = time.perf_counter()
+        for data, indices in arrays:
+            a = data[...]
+            b = indices[...]
+            if r == 0:
+                nbytes += a.nbytes + b.nbytes
+            del a, b
+        times.append(time.perf_counter() - t0)
+    best = min(times)
+    return {
+        "seconds": best,
+        "cells_per_s": n_obs / best,
+        "decoded_gb_per_s": nbytes / best / 1e9,
+        "decoded_bytes": nbytes,
+        "rss_base_mb": base,
+    }
+
+
+def main() -> int:
+    name, params = sys.argv[1], json.loads(sys.argv[2])
+    if params.get("omp_threads"):
+        os.environ["OMP_NUM_THREADS"] = str(params["omp_threads"])
+    out = JOBS[name](params)
+    out["peak_rss_mb"] = _peak_rss_mb()
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
