@@ -304,13 +304,18 @@ def register(
         if source_artifacts:
             run.input_artifacts.add(*source_artifacts)
         shards = []
-        for i, info in enumerate(coll.shards):
-            art = ln.Artifact(
-                coll.shard_path(i),
-                description=f"annshard shard {info.name} ({info.n_obs} rows) of {key}",
-                run=run,
-            ).save()
-            shards.append(art)
+        verbosity = ln.settings.verbosity
+        ln.settings.verbosity = "error"  # re-registering logs "returning artifact with same hash" per shard
+        try:
+            for i, info in enumerate(coll.shards):
+                art = ln.Artifact(
+                    coll.shard_path(i),
+                    description=f"annshard shard {info.name} ({info.n_obs} rows) of {key}",
+                    run=run,
+                ).save()
+                shards.append(art)
+        finally:
+            ln.settings.verbosity = verbosity
         latest = ln.Collection.filter(key=key, is_latest=True).order_by("-created_at").first()
         if latest is not None and [a.uid for a in latest.ordered_artifacts.all()] == [a.uid for a in shards]:
             ok = True

@@ -77,9 +77,16 @@ def ensure_features(spec: dict[str, type]) -> None:
     import lamindb as ln
 
     existing = set(ln.Feature.filter(name__in=list(spec)).values_list("name", flat=True))
-    for name, dtype in spec.items():
-        if name not in existing:
+    missing = {name: dtype for name, dtype in spec.items() if name not in existing}
+    if not missing:
+        return
+    verbosity = ln.settings.verbosity
+    ln.settings.verbosity = "error"  # lamindb logs a tip per feature without a type hierarchy
+    try:
+        for name, dtype in missing.items():
             ln.Feature(name=name, dtype=dtype, description="written by annshard").save()
+    finally:
+        ln.settings.verbosity = verbosity
 
 
 def _feature_value(value: Any, dtype: type) -> Any:

@@ -1,0 +1,148 @@
+"""Team sharing: a real PostgreSQL server, shared storage, two users in two processes.
+
+The test starts Debian's PostgreSQL (``apt-get install postgresql``) in a temporary
+directory on a free loopback port, as the ``postgres`` user when run as root.
+Process A creates a lamindb instance on it with a shared storage directory and
+registers a collection; process B, with its own lamindb settings directory,
+connects with the instance's settings file (what an admin hands out; LaminHub
+does this online), resolves the collection by key, loads batches inside a
+tracked run, and the run is recorded in the shared database.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from .conftest import ANNDATA_PANDAS_WARNING, run_python
+
+pytestmark = [pytest.mark.postgres, ANNDATA_PANDAS_WARNING]
+
+
+def _pg_bin() -> Path | None:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent  # /usr/local/bin may hold links to a few of the binaries only
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(candidates[-1]).parent if candidates else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """``postgresql://...`` of a fresh server on loopback; stopped afterwards."""
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not found; install Debian's `postgresql` package")
+    prefix: list[str] = []
+    owner = None
+    if os.geteuid() == 0:
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without `runuser`: cannot start PostgreSQL as a non-root user")
+        try:
+            import pwd
+
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no `postgres` user to run the server")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    base = Path(tempfile.mkdtemp(prefix="annshard-pg-"))
+    base.chmod(0o755)
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    if owner is not None:
+        os.chown(base, owner.pw_uid, owner.pw_gid)
+        os.chown(sock, owner.pw_uid, owner.pw_gid)
+    port = _free_port()
+
+    def pg(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run([*prefix, *args], capture_output=True, text=True, check=check, timeout=120)
+
+    options = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off"
+    try:
+        pg(str(bindir / "initdb"), "-D", str(data), "-U", "lamin", "--auth=trust", "-E", "UTF8")
+        pg(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "server.log"), "-w", "start")
+        pg(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "lamin", "annshard")
+        yield f"postgresql://lamin:lamin@127.0.0.1:{port}/annshard"
+    except subprocess.CalledProcessError as e:
+        log = (base / "server.log").read_text() if (base / "server.log").exists() else ""
+        pytest.fail(f"PostgreSQL setup failed: {e.cmd}: {e.stderr}\n{log[-2000:]}")
+    finally:
+        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop", check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_two_users_share_a_collection(postgres, tmp_path):
+    shared = tmp_path / "shared-storage"
+    user_a, user_b = tmp_path / "user-a", tmp_path / "user-b"
+    for d in (user_a, user_b):
+        (d / "settings").mkdir(parents=True)
+    env_a = {"LAMIN_SETTINGS_DIR": str(user_a / "settings"), "LAMIN_CURRENT_INSTANCE": "anonymous/team"}
+    env_b = {"LAMIN_SETTINGS_DIR": str(user_b / "settings"), "LAMIN_CURRENT_INSTANCE": "anonymous/team"}
+
+    a = run_python(
+        f"""
+        import os
+        import lamindb_setup as ln_setup
+        os.chdir({str(user_a)!r})
+        ln_setup.init(storage={str(shared)!r}, db={postgres!r}, name="team")
+        import lamindb as ln
+        import annshard, annshard.lamin
+        from annshard._synthetic import make_adata
+        sources = {{f"s{{i}}": make_adata(150, 30, nnz_per_cell=6, seed=i) for i in range(2)}}
+        coll = annshard.write_collection(sources, {str(shared / "team" / "cells.zarr")!r}, seed=0, n_obs_per_shard=100)
+        record = annshard.lamin.register(coll, key="team/cells")
+        assert ln.setup.settings.instance.dialect == "postgresql"
+        print("REGISTERED", record.uid, coll.n_obs)
+        """,
+        env=env_a,
+    )
+    assert a.returncode == 0, a.stdout[-2000:] + a.stderr[-4000:]
+    uid, n_obs = a.stdout.split("REGISTERED")[1].split()
+    # the admin hands the instance's settings file to the teammate (LaminHub does this when online)
+    settings_a = user_a / "settings" / ".lamin" / "instance--anonymous--team.env"
+    (user_b / "settings" / ".lamin").mkdir(parents=True)
+    shutil.copy(settings_a, user_b / "settings" / ".lamin" / settings_a.name)
+
+    b = run_python(
+        """
+        import lamindb as ln
+        ln.connect("anonymous/team")
+        ln.track(ln.Transform(key="team/train", kind="function").save(), pypackages=False, stream_tracking=False)
+        loader = ln.Collection.get(key="team/cells").loader(batch_size=64, obs_columns=["cell_type"])
+        rows = sum(batch.n_obs for batch in loader)
+        run = ln.context.run
+        ln.finish()
+        print("LOADED", run.uid, rows, ln.Collection.get(key="team/cells").uid)
+        """,
+        env=env_b,
+        cwd=user_b,
+    )
+    assert b.returncode == 0, b.stdout[-2000:] + b.stderr[-4000:]
+    run_uid, rows, seen_uid = b.stdout.split("LOADED")[1].split()
+    assert rows == n_obs and seen_uid == uid
+
+    check = run_python(
+        f"""
+        import lamindb as ln
+        record = ln.Collection.get({uid!r})
+        run = record.input_of_runs.get(uid={run_uid!r})
+        print("RUN", run.transform.key, run.params["annshard_loader"]["batch_size"], run.finished_at is not None)
+        """,
+        env=env_a,
+        cwd=user_a,
+    )
+    assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-4000:]
+    assert check.stdout.split("RUN")[1].split() == ["team/train", "64", "True"]

@@ -1,0 +1,56 @@
+"""The README's main job, ``annshard demo``, end to end in a subprocess: offline, and re-runnable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+GUARD = textwrap.dedent(
+    """
+    import ipaddress, os, sys
+    def _local(h):
+        if isinstance(h, bytes):
+            h = h.decode()
+        if h in {"localhost", "localhost.localdomain", "", None} or (isinstance(h, str) and h.startswith("/")):
+            return True
+        try:
+            a = ipaddress.ip_address(str(h).split("%")[0])
+        except ValueError:
+            return False
+        return a.is_loopback or a.is_unspecified
+    def _audit(ev, args):
+        h = (args[1][0] if isinstance(args[1], tuple) else args[1]) if ev == "socket.connect" else (
+            args[0] if ev == "socket.getaddrinfo" else None)
+        if ev in ("socket.connect", "socket.getaddrinfo") and not _local(h):
+            sys.stderr.write(f"NETWORK VIOLATION: {ev} {h!r}\\n")
+            os._exit(3)
+    sys.addaudithook(_audit)
+    from annshard._cli import main
+    raise SystemExit(main(sys.argv[1:]))
+    """
+)
+
+
+@pytest.mark.slow
+def test_demo_runs_offline_and_again(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "LAMIN_CURRENT_INSTANCE"}
+    env["LAMIN_SETTINGS_DIR"] = str(tmp_path / "settings")  # a user with no lamindb settings at all
+    args = [sys.executable, "-c", GUARD, "demo", "--cells", "3000", "--genes", "200", "--epochs", "2"]
+    first = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    out = first.stdout
+    assert "registered 'demo/synthetic-cells' version 1" in out
+    assert out.count("  source    demo/raw/dataset-") == 3
+    assert "epoch 2: 3,000 cells" in out and "cells/s" in out
+    assert "read by run" in out and "batch_size=2048" in out
+    assert (tmp_path / "annshard-demo" / "lamindb" / ".lamindb" / "lamin.db").is_file()
+    assert not (tmp_path / ".lamin").exists()  # lamindb's directory marker stays inside the demo directory
+    second = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "reusing collection" in second.stdout
+    assert "registered 'demo/synthetic-cells' version 1" in second.stdout  # same content: same version
+    assert "read by 2 runs so far" in second.stdout
