@@ -1,0 +1,78 @@
+"""``annshard info TARGET``: describe a collection given by its path, or by its lamindb key."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
+
+    from annshard._collection import Collection
+
+__all__ = ["add_parser", "describe", "run"]
+
+_MAX_CATEGORIES_SHOWN = 8
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the command's arguments."""
+    parser.add_argument("target", help="a collection directory, or the key of a collection registered in lamindb")
+
+
+def describe(coll: Collection) -> str:
+    """Summarise a collection for humans."""
+    m = coll.manifest
+    st = m.storage
+    lines = [
+        f"{coll.path}  ({m.format} v{m.format_version}, {coll.origin}{', ' + m.created_by if m.created_by else ''})",
+        f"  n_obs      {m.n_obs}",
+        f"  n_vars     {m.n_vars}",
+        f"  shards     {len(m.shards)} (rows {min(s.n_obs for s in m.shards)}-{max(s.n_obs for s in m.shards)})"
+        if m.shards
+        else "  shards     0",
+        f"  seed       {m.seed}",
+        f"  join       {m.join}",
+        f"  layer      {m.layer or 'X'}",
+        f"  storage    {st.x_format}, {st.data_dtype} values"
+        + (f", {st.indices_dtype} indices" if st.x_format == "csr" else "")
+        + f", blosc {st.codec} clevel {st.clevel} {st.shuffle}",
+    ]
+    if m.appends:
+        lines.append(f"  appends    {len(m.appends)}")
+    lines.append(f"  sources    {len(m.sources)}")
+    for s in m.sources:
+        where = s.path or s.uid or "(in memory)"
+        gen = f", append {s.generation}" if s.generation else ""
+        lines.append(f"    {s.name}: {s.n_obs} rows, {s.kind}{gen}  {where}")
+    lines.append(f"  obs columns {len(m.obs_columns)}")
+    for c in m.obs_columns:
+        if c.kind == "categorical":
+            cats = list(c.categories or ())
+            shown = ", ".join(map(str, cats[:_MAX_CATEGORIES_SHOWN]))
+            more = f", ... (+{len(cats) - _MAX_CATEGORIES_SHOWN})" if len(cats) > _MAX_CATEGORIES_SHOWN else ""
+            lines.append(f"    {c.name}: categorical, {len(cats)} categories [{shown}{more}]")
+        else:
+            lines.append(f"    {c.name}: {c.kind} ({c.dtype})")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the summary of a collection on disk, or ask lamindb when the target is not a path."""
+    target = args.target
+    if Path(target).exists():
+        from annshard import open_collection
+
+        print(describe(open_collection(target)))
+        return 0
+    try:
+        from annshard.lamin._cli import info_key
+    except ImportError as e:
+        print(
+            f"annshard info: error: {target}: no such path, and lamindb keys cannot be looked up ({e}); "
+            "give the path of a collection, or install the lamin extra (pip install 'annshard[lamin]')",
+            file=sys.stderr,
+        )
+        return 2
+    return int(info_key(target) or 0)
