@@ -21,6 +21,7 @@ is issued once per process, as lamindb does.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 import warnings
 from typing import Any
@@ -141,7 +142,8 @@ def record_use(record: Any, settings: dict[str, Any]) -> Any:
                 f"collection {record.key!r} (version {record.version}) is loaded outside a tracked run, so lamindb "
                 "will not record which run used it; call `ln.track()` first"
             )
-            warnings.warn(msg, NoRunWarning, stacklevel=3)
+            package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            warnings.warn(msg, NoRunWarning, skip_file_prefixes=(package,))  # point at the user's line
         return None
     run.input_collections.add(record)
     settings = _jsonable(dict(settings))
