@@ -114,6 +114,10 @@ def _auto_spec(
             msg = f"storage has unknown keys {sorted(unknown)}; valid keys: {sorted(spec.to_dict())}"
             raise ValueError(msg)
         spec = replace(spec, **dict(storage))
+    idx = np.dtype(spec.indices_dtype)
+    if spec.x_format == "csr" and (idx.kind not in "iu" or np.iinfo(idx).max < n_vars - 1):
+        msg = f"storage indices_dtype {idx} cannot index {n_vars} genes; use 'int32' (or 'uint16' below 65536 genes)"
+        raise ValueError(msg)
     return spec
 
 
