@@ -16,6 +16,8 @@ resuming cheap: the block holding the resume position is found with one
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -116,18 +118,86 @@ def block_order(
     return plan_pos[epoch_rng(seed, epoch, 2, part, block).permutation(n)]
 
 
+def _pool() -> ThreadPoolExecutor:
+    global _POOL, _POOL_PID
+    if _POOL is None or _POOL_PID != os.getpid():  # a forked child must not reuse its parent's (dead) threads
+        _POOL = ThreadPoolExecutor(max_workers=_N_THREADS, thread_name_prefix="annshard-permute")
+        _POOL_PID = os.getpid()
+    return _POOL
+
+
+_N_THREADS = max(1, min(4, os.cpu_count() or 1))
+_POOL: ThreadPoolExecutor | None = None
+_POOL_PID = 0
+
+
+def _spans(n: int, k: int) -> list[tuple[int, int]]:
+    cuts = np.linspace(0, n, k + 1).astype(np.int64)
+    return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
+
+
 def permute_block(block: Block, order: NDArray[np.int64], n_vars: int) -> Block:
-    """``block``'s rows in ``order``; CSR gene indices become ``int32`` (what every consumer takes)."""
+    """``block``'s rows in ``order``; CSR gene indices become ``int32`` (what every consumer takes).
+
+    The work (widening the stored gene indices, then one row gather) is split
+    between a few threads; numpy's casts and scipy's row gather release the GIL.
+    """
     from ._fetch import Block
 
     if block.indptr is None:
         return Block(index=block.index[order], indptr=None, data=block.data[order], indices=None)
-    indptr = block.indptr.astype(np.int32) if block.indptr[-1] < 2**31 else block.indptr
-    m = sp.csr_matrix((block.data, block.indices.astype(np.int32), indptr), shape=(block.n_rows, n_vars), copy=False)
-    out = m[order]
-    return Block(
-        index=block.index[order], indptr=out.indptr.astype(np.int64, copy=False), data=out.data, indices=out.indices
-    )
+    nnz = int(block.indptr[-1])
+    itype = np.int32 if nnz < 2**31 and n_vars < 2**31 else np.int64
+    indptr = block.indptr.astype(itype)
+    lens = np.diff(block.indptr)[order]
+    out_ptr = np.zeros(order.shape[0] + 1, dtype=np.int64)
+    np.cumsum(lens, out=out_ptr[1:])
+    wide = np.empty(nnz, dtype=itype)
+    out_idx = np.empty(nnz, dtype=itype)
+    out_data = np.empty(nnz, dtype=block.data.dtype)
+    rows = order.astype(itype)
+    k = _N_THREADS if nnz > 1 << 18 else 1
+
+    def widen(span: tuple[int, int]) -> None:
+        a, b = span
+        np.copyto(wide[a:b], block.indices[a:b], casting="unsafe")
+
+    def gather(span: tuple[int, int]) -> None:
+        a, b = span
+        e0, e1 = int(out_ptr[a]), int(out_ptr[b])
+        _row_gather(rows[a:b], indptr, wide, block.data, out_idx[e0:e1], out_data[e0:e1])
+
+    if k == 1:
+        widen((0, nnz))
+        gather((0, order.shape[0]))
+    else:
+        list(_pool().map(widen, _spans(nnz, k)))
+        list(_pool().map(gather, _spans(order.shape[0], k)))
+    return Block(index=block.index[order], indptr=out_ptr, data=out_data, indices=out_idx)
+
+
+def _row_gather(
+    rows: np.ndarray,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    out_idx: np.ndarray,
+    out_data: np.ndarray,
+) -> None:
+    """Copy CSR rows ``rows`` one after the other into ``out_idx`` / ``out_data``."""
+    if _csr_row_index is not None:
+        _csr_row_index(rows.shape[0], rows, indptr, indices, data, out_idx, out_data)
+        return
+    m = sp.csr_matrix((data, indices, indptr), shape=(indptr.shape[0] - 1, int(indices.max(initial=0)) + 1), copy=False)
+    sub = m[rows]
+    out_idx[:] = sub.indices
+    out_data[:] = sub.data
+
+
+try:  # scipy's C++ row gather (releases the GIL); a private function, so fall back to public indexing
+    from scipy.sparse._sparsetools import csr_row_index as _csr_row_index
+except ImportError:  # pragma: no cover
+    _csr_row_index = None
 
 
 @dataclass(frozen=True)
