@@ -173,3 +173,22 @@ def test_missing_shard_files(lamin_root, unique_key):
     finally:
         shutil.move(moved, coll.shard_path(1))
     assert record.loader(batch_size=64).n_obs == coll.n_obs
+
+
+def test_info_key(lamin_root, unique_key):
+    import io
+
+    from annshard.lamin._cli import info_key
+
+    coll = make_collection(lamin_root / "in-place" / f"{unique_key}.zarr", seed=5)
+    register(coll, key=unique_key)
+    append_to(coll, n=30)
+    register(coll, key=unique_key)
+    out = io.StringIO()
+    assert info_key(unique_key, out=out) == 0
+    text = out.getvalue()
+    assert "(2 versions" in text and "- version 1" in text and "- version 2" in text and "latest" in text
+    assert "seed 5" in text and "source src0: 120 cells" in text and "used by 0 runs" in text
+    missing = io.StringIO()
+    assert info_key(f"{unique_key}-nope", out=missing) == 1
+    assert "no lamindb collection with key" in missing.getvalue()

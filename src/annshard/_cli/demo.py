@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["add_parser", "run"]
 
 KEY = "demo/synthetic-cells"
+DESCRIPTION = "annshard demo: synthetic cells"
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -76,7 +77,7 @@ def _sources(storage: Path, args: argparse.Namespace) -> list[Any]:
 
 def _collection(storage: Path, sources: list[Any], args: argparse.Namespace) -> Any:
     import annshard
-    from annshard.lamin import register
+    from annshard.lamin import register, write_and_register
 
     path = storage / "annshard" / "demo" / f"synthetic-cells-seed{args.seed}.zarr"
     if path.exists():
@@ -84,14 +85,18 @@ def _collection(storage: Path, sources: list[Any], args: argparse.Namespace) -> 
         _say(f"  reusing collection {path} ({coll.n_obs:,} cells, {len(coll.shards)} shards)")
     else:
         t0 = time.perf_counter()
-        inputs = {Path(a.key).stem: a.path for a in sources}
-        coll = annshard.write_collection(inputs, path, seed=args.seed, n_obs_per_shard=8192, show_progress=True)
-        dt = time.perf_counter() - t0
-        _say(
-            f"  wrote {path}: {coll.n_obs:,} cells, {len(coll.shards)} shards in {dt:.1f} s ({coll.n_obs / dt:,.0f} cells/s)"
+        # writes the collection inside the storage root (so its shards are registered in place), records the
+        # sources' artifact uids in its manifest, and registers it
+        record = write_and_register(
+            sources, path, key=KEY, description=DESCRIPTION, seed=args.seed, n_obs_per_shard=8192, show_progress=True
         )
+        dt = time.perf_counter() - t0
+        coll = annshard.open_collection(path)
+        _say(f"  wrote and registered {path}: {coll.n_obs:,} cells, {len(coll.shards)} shards in {dt:.1f} s")
+        _say(f"  registered {record.key!r} version {record.version} (uid {record.uid})")
+        return record
     t0 = time.perf_counter()
-    record = register(coll, key=KEY, description="annshard demo: synthetic cells", sources=sources)
+    record = register(coll, key=KEY, description=DESCRIPTION, sources=sources)
     _say(f"  registered {record.key!r} version {record.version} (uid {record.uid}) in {time.perf_counter() - t0:.1f} s")
     return record
 
