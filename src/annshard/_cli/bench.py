@@ -64,18 +64,20 @@ def bench(
         seed=seed,
     )
     target = int(loader.n_obs * epochs)
-    cells, first = 0, None
+    cells, first, cpu0 = 0, None, 0.0
     bar = tqdm(total=target, unit="cells", unit_scale=True, disable=not progress, file=sys.stderr)
     while cells < target:
         for batch in loader:
             if first is None:
                 first = time.perf_counter() - t0
+                cpu0 = time.process_time()
             cells += batch.n_obs
             bar.update(batch.n_obs)
             if cells >= target:
                 break
     bar.close()
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
     return {
         "paths": paths,
         "n_obs": loader.n_obs,
@@ -85,6 +87,7 @@ def bench(
         "cells_per_s": cells / (elapsed - (first or 0.0)) if elapsed > (first or 0.0) else float("nan"),
         "cells_per_s_total": cells / elapsed,
         "first_batch_s": first,
+        "cpu_s_per_1k_cells": 1000 * cpu / cells if cells else float("nan"),
         "peak_rss_mb": _peak_rss_mb(),
         "settings": loader.settings(),
     }
@@ -114,6 +117,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"cells read      {res['cells']} in {res['seconds']:.2f} s")
     print(
         f"throughput      {res['cells_per_s']:,.0f} cells/s (after the first batch; {res['cells_per_s_total']:,.0f} overall)"
+    )
+    print(
+        f"CPU time        {res['cpu_s_per_1k_cells'] * 1000:.1f} ms per 1,000 cells (all threads, after the first batch)"
     )
     print(f"first batch     {res['first_batch_s']:.3f} s (including opening the collection)")
     print(f"peak RSS        {res['peak_rss_mb']:.0f} MB")
