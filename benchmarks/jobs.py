@@ -229,9 +229,9 @@ def _model(n_vars: int, n_classes: int, hidden: int):
     import torch
 
     torch.manual_seed(0)
-    proj = torch.randn(n_vars, 64) / np.sqrt(n_vars)
+    proj = torch.randn(n_vars, 16) / np.sqrt(n_vars)
     head = torch.nn.Sequential(
-        torch.nn.Linear(64, hidden),
+        torch.nn.Linear(16, hidden),
         torch.nn.ReLU(),
         torch.nn.Linear(hidden, hidden),
         torch.nn.ReLU(),
@@ -240,10 +240,11 @@ def _model(n_vars: int, n_classes: int, hidden: int):
     opt = torch.optim.Adam(head.parameters(), lr=1e-3)
 
     def step(x, y) -> float:
+        # int32 CSR (no copy of the indices) and log1p into a fresh float32 array
         xt = torch.sparse_csr_tensor(
-            torch.from_numpy(x.indptr.astype(np.int64)),
-            torch.from_numpy(x.indices.astype(np.int64)),
-            torch.log1p(torch.from_numpy(np.asarray(x.data, dtype=np.float32))),
+            torch.from_numpy(x.indptr.astype(np.int32)),
+            torch.from_numpy(x.indices.astype(np.int32, copy=False)),
+            torch.from_numpy(np.log1p(x.data, dtype=np.float32)),
             size=x.shape,
         )
         with torch.no_grad():
