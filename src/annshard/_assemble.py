@@ -1,4 +1,4 @@
-"""An epoch as a row stream: blocks of chunks, permuted in memory, cut into batches.
+"""An epoch as a row stream: blocks of chunks, shuffled in memory, cut into batches.
 
 The sampler's plan (chunks in order) defines the epoch's *virtual row stream*:
 the rows of the chunks one after the other. This stream is split between ranks
@@ -9,6 +9,10 @@ Each block's rows are permuted with a generator seeded by
 of the permuted blocks, and batches are cut from it, so a batch may span
 blocks and no divisibility between batch, chunk and preload sizes is needed.
 
+Blocks are never permuted as a whole: :func:`cut_batches` gathers each
+batch's rows, in the shuffled order, straight from the read-order blocks into
+the batch's own arrays, so every value is copied once after decoding.
+
 Everything here depends on chunk lengths only, never on the data, which makes
 resuming cheap: the block holding the resume position is found with one
 ``searchsorted``.
@@ -16,8 +20,6 @@ resuming cheap: the block holding the resume position is found with one
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,12 +29,14 @@ import scipy.sparse as sp
 from .samplers import epoch_rng
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
     from numpy.typing import NDArray
 
     from ._fetch import Block
     from ._world import World
 
-__all__ = ["EpochStream", "Piece", "block_order", "concat_pieces", "permute_block"]
+__all__ = ["EpochStream", "block_order", "cut_batches", "gather_rows", "widen_block"]
 
 
 @dataclass(frozen=True)
@@ -118,62 +122,74 @@ def block_order(
     return plan_pos[epoch_rng(seed, epoch, 2, part, block).permutation(n)]
 
 
-def _pool() -> ThreadPoolExecutor:
-    global _POOL, _POOL_PID
-    if _POOL is None or _POOL_PID != os.getpid():  # a forked child must not reuse its parent's (dead) threads
-        _POOL = ThreadPoolExecutor(max_workers=_N_THREADS, thread_name_prefix="annshard-permute")
-        _POOL_PID = os.getpid()
-    return _POOL
+def widen_block(block: Block, n_vars: int) -> Block:
+    """``block`` (read order) with CSR gene indices and row pointers widened to the output index type.
 
-
-_N_THREADS = max(1, min(4, os.cpu_count() or 1))
-_POOL: ThreadPoolExecutor | None = None
-_POOL_PID = 0
-
-
-def _spans(n: int, k: int) -> list[tuple[int, int]]:
-    cuts = np.linspace(0, n, k + 1).astype(np.int64)
-    return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
-
-
-def permute_block(block: Block, order: NDArray[np.int64], n_vars: int) -> Block:
-    """``block``'s rows in ``order``; CSR gene indices become ``int32`` (what every consumer takes).
-
-    The work (widening the stored gene indices, then one row gather) is split
-    between a few threads; numpy's casts and scipy's row gather release the GIL.
+    The stored indices are often ``uint16``; every consumer (scipy, torch) takes
+    ``int32`` (or ``int64`` past 2**31). Widening once per block, before the row
+    gather, lets the gather copy each element exactly once into its batch.
     """
     from ._fetch import Block
 
     if block.indptr is None:
-        return Block(index=block.index[order], indptr=None, data=block.data[order], indices=None)
+        return block
     nnz = int(block.indptr[-1])
     itype = np.int32 if nnz < 2**31 and n_vars < 2**31 else np.int64
-    indptr = block.indptr.astype(itype)
-    lens = np.diff(block.indptr)[order]
-    out_ptr = np.zeros(order.shape[0] + 1, dtype=np.int64)
+    indices = block.indices if block.indices.dtype == itype else block.indices.astype(itype)
+    return Block(index=block.index, indptr=block.indptr.astype(itype), data=block.data, indices=indices)
+
+
+def gather_rows(segments: list[tuple[Block, NDArray[np.int64]]]) -> Block:
+    """One batch: rows ``rows`` of each ``(block, rows)`` segment, one after the other, in fresh arrays.
+
+    Each stored value is copied exactly once (scipy's C++ row gather, which
+    releases the GIL); a batch spans at most a few blocks.
+    """
+    from ._fetch import Block
+
+    index = np.concatenate([b.index[r] for b, r in segments])
+    first = segments[0][0]
+    if first.indptr is None:
+        data = np.concatenate([np.take(b.data, r, axis=0) for b, r in segments])
+        return Block(index=index, indptr=None, data=data, indices=None)
+    lens = np.concatenate([np.diff(b.indptr)[r] for b, r in segments])
+    out_ptr = np.zeros(lens.shape[0] + 1, dtype=first.indptr.dtype)
     np.cumsum(lens, out=out_ptr[1:])
-    wide = np.empty(nnz, dtype=itype)
-    out_idx = np.empty(nnz, dtype=itype)
-    out_data = np.empty(nnz, dtype=block.data.dtype)
-    rows = order.astype(itype)
-    k = _N_THREADS if nnz > 1 << 18 else 1
+    nnz = int(out_ptr[-1])
+    out_idx = np.empty(nnz, dtype=first.indices.dtype)
+    out_data = np.empty(nnz, dtype=first.data.dtype)
+    row = 0
+    for b, r in segments:
+        e0, e1 = int(out_ptr[row]), int(out_ptr[row + r.shape[0]])
+        _row_gather(r.astype(b.indptr.dtype, copy=False), b.indptr, b.indices, b.data, out_idx[e0:e1], out_data[e0:e1])
+        row += r.shape[0]
+    return Block(index=index, indptr=out_ptr, data=out_data, indices=out_idx)
 
-    def widen(span: tuple[int, int]) -> None:
-        a, b = span
-        np.copyto(wide[a:b], block.indices[a:b], casting="unsafe")
 
-    def gather(span: tuple[int, int]) -> None:
-        a, b = span
-        e0, e1 = int(out_ptr[a]), int(out_ptr[b])
-        _row_gather(rows[a:b], indptr, wide, block.data, out_idx[e0:e1], out_data[e0:e1])
+def cut_batches(
+    blocks: Iterable[tuple[Block, NDArray[np.int64]]], batch_size: int, *, drop_last: bool
+) -> Iterator[Block]:
+    """Cut the stream of ``(block, order)`` into batches of ``batch_size`` rows.
 
-    if k == 1:
-        widen((0, nnz))
-        gather((0, order.shape[0]))
-    else:
-        list(_pool().map(widen, _spans(nnz, k)))
-        list(_pool().map(gather, _spans(order.shape[0], k)))
-    return Block(index=block.index[order], indptr=out_ptr, data=out_data, indices=out_idx)
+    ``order`` lists the block's rows (positions in read order) in stream order.
+    A batch takes rows from consecutive blocks when it spans them, so no
+    divisibility rule between batch, chunk and preload sizes is needed; the
+    final partial batch is dropped when ``drop_last``.
+    """
+    segments: list[tuple[Block, NDArray[np.int64]]] = []
+    need = batch_size
+    for block, order in blocks:
+        pos, n = 0, int(order.shape[0])
+        while pos < n:
+            take = min(need, n - pos)
+            segments.append((block, order[pos : pos + take]))
+            pos += take
+            need -= take
+            if need == 0:
+                yield gather_rows(segments)
+                segments, need = [], batch_size
+    if segments and not drop_last:
+        yield gather_rows(segments)
 
 
 def _row_gather(
@@ -185,7 +201,7 @@ def _row_gather(
     out_data: np.ndarray,
 ) -> None:
     """Copy CSR rows ``rows`` one after the other into ``out_idx`` / ``out_data``."""
-    if _csr_row_index is not None:
+    if _csr_row_index is not None and data.dtype.kind in "biuf":
         _csr_row_index(rows.shape[0], rows, indptr, indices, data, out_idx, out_data)
         return
     m = sp.csr_matrix((data, indices, indptr), shape=(indptr.shape[0] - 1, int(indices.max(initial=0)) + 1), copy=False)
@@ -198,46 +214,3 @@ try:  # scipy's C++ row gather (releases the GIL); a private function, so fall b
     from scipy.sparse._sparsetools import csr_row_index as _csr_row_index
 except ImportError:  # pragma: no cover
     _csr_row_index = None
-
-
-@dataclass(frozen=True)
-class Piece:
-    """Consecutive rows ``[start, stop)`` of a permuted block (views, no copies)."""
-
-    block: Block
-    start: int
-    stop: int
-
-    @property
-    def n_rows(self) -> int:
-        """Number of rows."""
-        return self.stop - self.start
-
-
-def concat_pieces(pieces: list[Piece]) -> Block:
-    """One block made of ``pieces`` (views when there is one piece)."""
-    from ._fetch import Block
-
-    parts = []
-    for p in pieces:
-        b, a, z = p.block, p.start, p.stop
-        if b.indptr is None:
-            parts.append(Block(index=b.index[a:z], indptr=None, data=b.data[a:z], indices=None))
-        else:
-            e0, e1 = int(b.indptr[a]), int(b.indptr[z])
-            parts.append(
-                Block(index=b.index[a:z], indptr=b.indptr[a : z + 1] - e0, data=b.data[e0:e1], indices=b.indices[e0:e1])
-            )
-    if len(parts) == 1:
-        return parts[0]
-    index = np.concatenate([p.index for p in parts])
-    if parts[0].indptr is None:
-        return Block(index=index, indptr=None, data=np.concatenate([p.data for p in parts]), indices=None)
-    shifts = np.cumsum([0] + [int(p.indptr[-1]) for p in parts[:-1]])
-    indptr = np.concatenate([parts[0].indptr[:1]] + [p.indptr[1:] + s for p, s in zip(parts, shifts, strict=True)])
-    return Block(
-        index=index,
-        indptr=indptr,
-        data=np.concatenate([p.data for p in parts]),
-        indices=np.concatenate([p.indices for p in parts]),
-    )

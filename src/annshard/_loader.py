@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._assemble import EpochStream, Piece, block_order, concat_pieces, permute_block
+from ._assemble import EpochStream, block_order, cut_batches, widen_block
 from ._batch import Batch
 from ._collection import Collection, open_collection
 from ._errors import CorruptShardError
-from ._fetch import BlockReader, ShardRef
+from ._fetch import Block, BlockReader, ShardRef
 from ._obs import ObsTable
 from ._output import OUTPUTS, Output, convert
 from ._world import World
@@ -29,6 +29,8 @@ from .samplers import Sampler, SamplerContext, get_sampler
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
+
+    from numpy.typing import NDArray
 
 __all__ = ["Loader"]
 
@@ -48,12 +50,15 @@ class Loader:
 
     Each ``iter(loader)`` is one epoch and the epoch advances by itself. The
     epoch is read in *blocks* of ``preload_nchunks`` chunks of up to
-    ``chunk_size`` contiguous rows; a background thread reads the next block
-    (concurrently, with the zarrs codec pipeline) while the consumer works on
-    the current one, so memory stays bounded by about **two preload blocks**
-    (``2 * chunk_size * preload_nchunks`` rows, plus a transient copy while a
-    block is permuted). Each block's rows are shuffled in memory; batches are
-    cut from the stream of blocks, so any batch, chunk and preload sizes work.
+    ``chunk_size`` contiguous rows. Two background threads form a pipeline
+    while the consumer works: one reads and decodes the next block (zarrs,
+    outside the GIL), the other gathers each batch's rows, in the block's
+    shuffled order, straight into the batch's arrays (each value is copied
+    once). Memory stays bounded by about **four preload blocks**
+    (``4 * chunk_size * preload_nchunks`` rows: the block being read, the one
+    waiting, the one batches are cut from, and the batches gathered ahead)
+    plus the batches you still hold. Batches are cut from the stream of
+    blocks, so any batch, chunk and preload sizes work.
 
     Parameters
     ----------
@@ -317,41 +322,31 @@ class Loader:
         first, skip = stream.locate(position)
         shuffle = self.sampler.shuffle_blocks
 
-        def produce(b: int) -> Any:
+        def read(b: int) -> tuple[Block, NDArray[np.int64]]:
+            # stage A (thread): decode the block in read order, widen its indices, draw its row order
             chunks = stream.block(b)
-            block = self._reader.read(chunks)
+            block = widen_block(self._reader.read(chunks), self.n_vars)
             order = block_order(chunks, shuffle=shuffle, seed=self.seed, epoch=epoch, part=world.part, block=b)
-            return permute_block(block, order, self.n_vars)
+            return block, order[skip:] if b == first else order
 
         from ._prefetch import Prefetcher
 
-        blocks = Prefetcher(range(first, stream.n_blocks), produce)
-        pieces: list[Piece] = []
-        need = self.batch_size
+        blocks = Prefetcher(range(first, stream.n_blocks), read, slots=2)
+        # stage B (thread): gather each batch's rows straight from the read-order blocks (one copy per value)
+        per_block = max(1, self.chunk_size * self.preload_nchunks // self.batch_size)
+        batches = Prefetcher(cut_batches(blocks, self.batch_size, drop_last=self.drop_last), _same, slots=per_block + 1)
         try:
-            for block in blocks:
-                pos, skip = skip, 0
-                while pos < block.n_rows:
-                    take = min(need, block.n_rows - pos)
-                    pieces.append(Piece(block, pos, pos + take))
-                    pos += take
-                    need -= take
-                    if need == 0:
-                        batch = self._make_batch(pieces)
-                        pieces, need = [], self.batch_size
-                        self._position += batch.n_obs
-                        yield batch
-            if pieces and not self.drop_last:
-                batch = self._make_batch(pieces)
+            for part in batches:
+                batch = self._make_batch(part)
                 self._position += batch.n_obs
                 yield batch
         finally:
-            blocks.close()
+            blocks.close()  # first: stage B may be waiting on stage A
+            batches.close()
         if self._epoch == epoch:
             self._epoch, self._position, self._active = epoch + 1, 0, False
 
-    def _make_batch(self, pieces: list[Piece]) -> Batch:
-        block = concat_pieces(pieces)
+    def _make_batch(self, block: Block) -> Batch:
         x, index = convert(block, n_vars=self.n_vars, output=self.output, dense=self.dense, device=self.device)
         obs = self._obs.take(self.obs_columns, block.index)
         if self.output == "torch":
@@ -383,6 +378,10 @@ class Loader:
             "Loader was created: import torch first so the Loader registers as an IterableDataset"
         )
         raise TypeError(msg)
+
+
+def _same(x: Any) -> Any:
+    return x
 
 
 def _register_with_torch() -> None:
