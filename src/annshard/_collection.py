@@ -117,7 +117,7 @@ class Collection:
         return self.path / self.manifest.shards[i].name
 
     def shard_group(self, i: int) -> zarr.Group:
-        """The zarr group of shard ``i`` (read-only)."""
+        """Open the zarr group of shard ``i`` (read-only)."""
         return zarr.open_group(self.shard_path(i), mode="r")
 
     def append(self, sources: Sequence[Any], **kwargs: Any) -> Collection:

@@ -37,7 +37,7 @@ MANIFEST_KEY = "annshard"
 
 
 def shard_name(i: int) -> str:
-    """The child group name of shard ``i``."""
+    """Return the child group name of shard ``i``."""
     return f"shard-{i:05d}.zarr"
 
 
@@ -99,7 +99,7 @@ class StorageSpec:
         return _from_dict(cls, d)
 
     def compressors(self) -> tuple[Any, ...]:
-        """The zarr compressor codecs for this spec."""
+        """Return the zarr compressor codecs for this spec."""
         if self.codec == "none":
             return ()
         from zarr.codecs import BloscCodec
@@ -283,7 +283,7 @@ class Manifest:
         return out
 
     def obs_column(self, name: str) -> ObsColumn:
-        """The stored obs column called ``name``."""
+        """Return the stored obs column called ``name``."""
         for c in self.obs_columns:
             if c.name == name:
                 return c

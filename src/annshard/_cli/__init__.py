@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from annshard import __version__
 
     parser = argparse.ArgumentParser(prog="annshard", description="Sharded AnnData collections and a fast loader.")
     parser.add_argument("--version", action="version", version=f"annshard {__version__}")
@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "_missing", False):
         parser.error(f"command {args.command!r} is not available in this build")
     mod = importlib.import_module(f"{__name__}.{args._module}")
-    from .._errors import AnnshardError
+    from annshard._errors import AnnshardError
 
     try:
         return int(mod.run(args) or 0)
