@@ -138,11 +138,14 @@ class BlockReader:
         Every shard, in global order.
     element
         ``"X"`` or ``"layers/<name>"``.
+    threads
+        zarrs decode threads (``None``: zarrs' default, all cores).
     """
 
-    def __init__(self, shards: Sequence[ShardRef], *, element: str = "X") -> None:
+    def __init__(self, shards: Sequence[ShardRef], *, element: str = "X", threads: int | None = None) -> None:
         self.shards = list(shards)
         self.element = element
+        self.threads = threads
         self._arrays: dict[int, Any] = {}
         self._indptr: dict[int, NDArray[np.int64]] = {}
         self._lock = threading.Lock()
@@ -153,7 +156,7 @@ class BlockReader:
             if i not in self._arrays:
                 ref = self.shards[i]
                 try:
-                    with zarr_config():
+                    with zarr_config(threads=self.threads):  # zarrs fixes its thread count when an array opens
                         arrs = open_shard_arrays(ref.collection.shard_group(ref.shard), element=self.element)
                         indptr = None if arrs.indptr is None else np.asarray(arrs.indptr[...], dtype=np.int64)
                 except Exception as e:

@@ -96,6 +96,11 @@ class Loader:
         part of every epoch, of ``floor(n_rows / world_size)`` rows (the fewer
         than ``world_size`` rows left over are skipped that epoch, a different
         set each epoch), and the parts are re-drawn every epoch.
+    read_threads
+        Threads decoding chunks (zarrs). By default all cores but one: the
+        remaining core assembles batches and runs your training step. Measured
+        on 2 cores, a second decode thread mostly spin-waits and slows the
+        pipeline (``docs/performance.md``). Use 1 inside DataLoader workers.
 
     Examples
     --------
@@ -123,6 +128,7 @@ class Loader:
         seed: int = 0,
         rank: int | None = None,
         world_size: int | None = None,
+        read_threads: int | None = None,
     ) -> None:
         for name, value in (
             ("batch_size", batch_size),
@@ -158,7 +164,11 @@ class Loader:
         self._obs = ObsTable(self.collections)
         self._obs.load(self.obs_columns)
         self._element = "X" if layer is None else f"layers/{layer}"
-        self._reader = BlockReader(self._shards, element=self._element)
+        if read_threads is not None and (not isinstance(read_threads, int) or read_threads <= 0):
+            msg = f"read_threads must be a positive integer or None, got {read_threads!r}"
+            raise ValueError(msg)
+        self.read_threads = read_threads or max(1, (os.cpu_count() or 2) - 1)
+        self._reader = BlockReader(self._shards, element=self._element, threads=self.read_threads)
         self._check_layer()
         self.sampler = get_sampler(sampler).bind(SamplerContext(n_obs=self._n_obs, obs=self._obs.column))
         # epoch bookkeeping: the next iteration starts at (epoch, position)
@@ -233,6 +243,7 @@ class Loader:
             "dense": self.dense,
             "device": self.device,
             "drop_last": self.drop_last,
+            "read_threads": self.read_threads,
         }
 
     def __repr__(self) -> str:
@@ -323,18 +334,20 @@ class Loader:
         shuffle = self.sampler.shuffle_blocks
 
         def read(b: int) -> tuple[Block, NDArray[np.int64]]:
-            # stage A (thread): decode the block in read order, widen its indices, draw its row order
+            # stage A (thread): decode the block in read order, draw its row order
             chunks = stream.block(b)
-            block = widen_block(self._reader.read(chunks), self.n_vars)
+            block = self._reader.read(chunks)
             order = block_order(chunks, shuffle=shuffle, seed=self.seed, epoch=epoch, part=world.part, block=b)
             return block, order[skip:] if b == first else order
 
         from ._prefetch import Prefetcher
 
         blocks = Prefetcher(range(first, stream.n_blocks), read, slots=2)
-        # stage B (thread): gather each batch's rows straight from the read-order blocks (one copy per value)
+        # stage B (thread): widen the gene indices, then gather each batch's rows straight from the
+        # read-order blocks (one copy per value); A and B run on different cores
         per_block = max(1, self.chunk_size * self.preload_nchunks // self.batch_size)
-        batches = Prefetcher(cut_batches(blocks, self.batch_size, drop_last=self.drop_last), _same, slots=per_block + 1)
+        widened = ((widen_block(block, self.n_vars), order) for block, order in blocks)
+        batches = Prefetcher(cut_batches(widened, self.batch_size, drop_last=self.drop_last), _same, slots=per_block + 1)
         try:
             for part in batches:
                 batch = self._make_batch(part)
@@ -369,7 +382,7 @@ class Loader:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._reader = BlockReader(self._shards, element=self._element)
+        self._reader = BlockReader(self._shards, element=self._element, threads=self.read_threads)
         _register_with_torch()
 
     def __getitem__(self, key: Any) -> Any:
