@@ -8,51 +8,25 @@ non-local host name), and the test that made it fails.
 from __future__ import annotations
 
 import atexit
-import ipaddress
 import os
 import shutil
-import sys
 import tempfile
 import threading
 
 import pytest
 
-_LOCAL_NAMES = {"localhost", "localhost.localdomain", "", None}
+from annshard.testing import forbid_network
+
 _violations: list[str] = []
 _lock = threading.Lock()
 
 
-def _is_local(host: object) -> bool:
-    if isinstance(host, bytes):
-        host = host.decode()
-    if host in _LOCAL_NAMES:
-        return True
-    if not isinstance(host, str):
-        return False
-    if host.startswith("/"):
-        return True  # unix socket path
-    try:
-        ip = ipaddress.ip_address(host.split("%")[0])
-    except ValueError:
-        return False
-    return ip.is_loopback or ip.is_unspecified
+def _record(what: str) -> None:
+    with _lock:
+        _violations.append(what)
 
 
-def _audit(event: str, args: tuple) -> None:
-    if event == "socket.connect":
-        addr = args[1]
-        host = addr[0] if isinstance(addr, tuple) else addr
-        if not _is_local(host):
-            with _lock:
-                _violations.append(f"socket.connect to {addr!r}")
-    elif event == "socket.getaddrinfo":
-        host = args[0]
-        if not _is_local(host):
-            with _lock:
-                _violations.append(f"getaddrinfo({host!r})")
-
-
-sys.addaudithook(_audit)
+forbid_network(on_violation=_record)
 
 # lamindb/lamin-setup must never try to reach the hub in tests
 os.environ.setdefault("LAMIN_TESTING", "true")

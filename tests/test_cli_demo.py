@@ -5,33 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
-GUARD = textwrap.dedent(
-    """
-    import ipaddress, os, sys
-    def _local(h):
-        if isinstance(h, bytes):
-            h = h.decode()
-        if h in {"localhost", "localhost.localdomain", "", None} or (isinstance(h, str) and h.startswith("/")):
-            return True
-        try:
-            a = ipaddress.ip_address(str(h).split("%")[0])
-        except ValueError:
-            return False
-        return a.is_loopback or a.is_unspecified
-    def _audit(ev, args):
-        h = (args[1][0] if isinstance(args[1], tuple) else args[1]) if ev == "socket.connect" else (
-            args[0] if ev == "socket.getaddrinfo" else None)
-        if ev in ("socket.connect", "socket.getaddrinfo") and not _local(h):
-            sys.stderr.write(f"NETWORK VIOLATION: {ev} {h!r}\\n")
-            os._exit(3)
-    sys.addaudithook(_audit)
-    from annshard._cli import main
-    raise SystemExit(main(sys.argv[1:]))
-    """
+# fail (exit 3) on any non-loopback connection attempt, the same audit as tests/conftest.py applies in-process
+GUARD = (
+    "from annshard.testing import forbid_network\n"
+    "forbid_network(exit_code=3)\n"
+    "import sys\n"
+    "from annshard._cli import main\n"
+    "raise SystemExit(main(sys.argv[1:]))\n"
 )
 
 

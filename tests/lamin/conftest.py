@@ -26,33 +26,7 @@ ANNDATA_PANDAS_WARNING = pytest.mark.filterwarnings("ignore:The 'future.infer_st
 
 # appended to every subprocess script: fail (exit 3) on any non-loopback connection attempt,
 # the same audit as tests/conftest.py applies to this process
-GUARD = textwrap.dedent(
-    """
-    import ipaddress as _ip, os as _os, sys as _sys
-    def _local(h):
-        if isinstance(h, bytes):
-            h = h.decode()
-        if h in {"localhost", "localhost.localdomain", "", None} or (isinstance(h, str) and h.startswith("/")):
-            return True
-        try:
-            a = _ip.ip_address(str(h).split("%")[0])
-        except ValueError:
-            return False
-        return a.is_loopback or a.is_unspecified
-    def _audit(ev, args):
-        if ev == "socket.connect":
-            h = args[1][0] if isinstance(args[1], tuple) else args[1]
-        elif ev == "socket.getaddrinfo":
-            h = args[0]
-        else:
-            return
-        if not _local(h):
-            _sys.stderr.write(f"NETWORK VIOLATION: {ev} {h!r}\\n")
-            _sys.stderr.flush()
-            _os._exit(3)
-    _sys.addaudithook(_audit)
-    """
-)
+GUARD = "from annshard.testing import forbid_network\nforbid_network(exit_code=3)\n"
 
 
 def run_python(code: str, *, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300):

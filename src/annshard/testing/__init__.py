@@ -4,11 +4,13 @@
   deterministic plans; exact coverage; disjoint, equal distributed parts).
 - :func:`check_resume`: a loader restored from a mid-epoch ``state_dict`` yields exactly
   the rest of the epoch and then continues as an uninterrupted run.
+- :func:`forbid_network`: an audit hook that flags any attempt to reach another machine.
 """
 
 from __future__ import annotations
 
+from ._network import forbid_network, is_local_address
 from ._resume import check_resume
 from ._samplers import check_sampler, plan_rows
 
-__all__ = ["check_resume", "check_sampler", "plan_rows"]
+__all__ = ["check_resume", "check_sampler", "forbid_network", "is_local_address", "plan_rows"]
