@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 
+from ._csr import row_gather
 from .samplers import epoch_rng
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ._fetch import Block
     from ._world import World
 
-__all__ = ["EpochStream", "block_order", "cut_batches", "gather_rows", "widen_block"]
+__all__ = ["EpochStream", "block_order", "cut_batches", "gather_rows"]
 
 
 @dataclass(frozen=True)
@@ -122,28 +122,13 @@ def block_order(
     return plan_pos[epoch_rng(seed, epoch, 2, part, block).permutation(n)]
 
 
-def widen_block(block: Block, n_vars: int) -> Block:
-    """``block`` (read order) with CSR gene indices and row pointers widened to the output index type.
-
-    The stored indices are often ``uint16``; every consumer (scipy, torch) takes
-    ``int32`` (or ``int64`` past 2**31). Widening once per block, before the row
-    gather, lets the gather copy each element exactly once into its batch.
-    """
-    from ._fetch import Block
-
-    if block.indptr is None:
-        return block
-    nnz = int(block.indptr[-1])
-    itype = np.int32 if nnz < 2**31 and n_vars < 2**31 else np.int64
-    indices = block.indices if block.indices.dtype == itype else block.indices.astype(itype)
-    return Block(index=block.index, indptr=block.indptr.astype(itype), data=block.data, indices=indices)
-
-
-def gather_rows(segments: list[tuple[Block, NDArray[np.int64]]]) -> Block:
+def gather_rows(segments: list[tuple[Block, NDArray[np.int64]]], n_vars: int) -> Block:
     """One batch: rows ``rows`` of each ``(block, rows)`` segment, one after the other, in fresh arrays.
 
-    Each stored value is copied exactly once (scipy's C++ row gather, which
-    releases the GIL); a batch spans at most a few blocks.
+    Each stored value is copied once (scipy's C++ row gather, which releases
+    the GIL), with the gene indices in their stored dtype; they are then
+    widened to what every consumer takes (``int32``, or ``int64`` past 2**31)
+    while the batch is still warm in cache. A batch spans at most a few blocks.
     """
     from ._fetch import Block
 
@@ -153,21 +138,23 @@ def gather_rows(segments: list[tuple[Block, NDArray[np.int64]]]) -> Block:
         data = np.concatenate([np.take(b.data, r, axis=0) for b, r in segments])
         return Block(index=index, indptr=None, data=data, indices=None)
     lens = np.concatenate([np.diff(b.indptr)[r] for b, r in segments])
-    out_ptr = np.zeros(lens.shape[0] + 1, dtype=first.indptr.dtype)
+    nnz = int(lens.sum())
+    itype = np.int32 if nnz < 2**31 and n_vars < 2**31 else np.int64
+    out_ptr = np.zeros(lens.shape[0] + 1, dtype=itype)
     np.cumsum(lens, out=out_ptr[1:])
-    nnz = int(out_ptr[-1])
-    out_idx = np.empty(nnz, dtype=first.indices.dtype)
+    stored = np.empty(nnz, dtype=first.indices.dtype)
     out_data = np.empty(nnz, dtype=first.data.dtype)
     row = 0
     for b, r in segments:
         e0, e1 = int(out_ptr[row]), int(out_ptr[row + r.shape[0]])
-        _row_gather(r.astype(b.indptr.dtype, copy=False), b.indptr, b.indices, b.data, out_idx[e0:e1], out_data[e0:e1])
+        row_gather(r, b.indptr, b.indices, b.data, stored[e0:e1], out_data[e0:e1])
         row += r.shape[0]
+    out_idx = stored if stored.dtype == itype else stored.astype(itype)
     return Block(index=index, indptr=out_ptr, data=out_data, indices=out_idx)
 
 
 def cut_batches(
-    blocks: Iterable[tuple[Block, NDArray[np.int64]]], batch_size: int, *, drop_last: bool
+    blocks: Iterable[tuple[Block, NDArray[np.int64]]], batch_size: int, *, n_vars: int, drop_last: bool
 ) -> Iterator[Block]:
     """Cut the stream of ``(block, order)`` into batches of ``batch_size`` rows.
 
@@ -186,31 +173,7 @@ def cut_batches(
             pos += take
             need -= take
             if need == 0:
-                yield gather_rows(segments)
+                yield gather_rows(segments, n_vars)
                 segments, need = [], batch_size
     if segments and not drop_last:
-        yield gather_rows(segments)
-
-
-def _row_gather(
-    rows: np.ndarray,
-    indptr: np.ndarray,
-    indices: np.ndarray,
-    data: np.ndarray,
-    out_idx: np.ndarray,
-    out_data: np.ndarray,
-) -> None:
-    """Copy CSR rows ``rows`` one after the other into ``out_idx`` / ``out_data``."""
-    if _csr_row_index is not None and data.dtype.kind in "biuf":
-        _csr_row_index(rows.shape[0], rows, indptr, indices, data, out_idx, out_data)
-        return
-    m = sp.csr_matrix((data, indices, indptr), shape=(indptr.shape[0] - 1, int(indices.max(initial=0)) + 1), copy=False)
-    sub = m[rows]
-    out_idx[:] = sub.indices
-    out_data[:] = sub.data
-
-
-try:  # scipy's C++ row gather (releases the GIL); a private function, so fall back to public indexing
-    from scipy.sparse._sparsetools import csr_row_index as _csr_row_index
-except ImportError:  # pragma: no cover
-    _csr_row_index = None
+        yield gather_rows(segments, n_vars)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._assemble import EpochStream, block_order, cut_batches, widen_block
+from ._assemble import EpochStream, block_order, cut_batches
 from ._batch import Batch
 from ._collection import Collection, open_collection
 from ._errors import CorruptShardError
@@ -343,11 +343,11 @@ class Loader:
         from ._prefetch import Prefetcher
 
         blocks = Prefetcher(range(first, stream.n_blocks), read, slots=2)
-        # stage B (thread): widen the gene indices, then gather each batch's rows straight from the
-        # read-order blocks (one copy per value); A and B run on different cores
+        # stage B (thread): gather each batch's rows straight from the read-order blocks (one copy per value),
+        # then widen its gene indices; A and B run on different cores
         per_block = max(1, self.chunk_size * self.preload_nchunks // self.batch_size)
-        widened = ((widen_block(block, self.n_vars), order) for block, order in blocks)
-        batches = Prefetcher(cut_batches(widened, self.batch_size, drop_last=self.drop_last), _same, slots=per_block + 1)
+        cut = cut_batches(blocks, self.batch_size, n_vars=self.n_vars, drop_last=self.drop_last)
+        batches = Prefetcher(cut, _same, slots=per_block + 1)
         try:
             for part in batches:
                 batch = self._make_batch(part)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from annshard._csr import row_gather
 from annshard._shard import write_shard
 
 from ._memory import trim
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
     from ._layout import Layout
 
 __all__ = ["CSRParts", "decode_strings", "gather_bucket", "load_bucket", "take_rows"]
-
-_CHUNK_NNZ = 1 << 20
 
 
 @dataclass
@@ -47,69 +46,18 @@ class CSRParts:
         return sp.csr_matrix((self.data, self.indices, self.indptr), shape=self.shape).toarray()
 
 
-def _native_take(
-    data: np.ndarray,
-    indices: np.ndarray,
-    indptr: np.ndarray,
-    rows: np.ndarray,
-    out_data: np.ndarray,
-    out_indices: np.ndarray,
-) -> bool:
-    """Row gather with scipy's C++ ``csr_row_index`` (7x faster than an element-index ``take``).
-
-    ``csr_row_index`` wants the column indices in the row-pointer dtype, so the
-    values travel in that slot, reinterpreted as a same-width integer, and the
-    gene indices (any integer dtype, e.g. ``uint16``) travel as the "values":
-    one pass copies both, bit for bit, without widening anything. Returns
-    ``False`` when the dtypes do not allow it (the caller falls back to numpy).
-    """
-    if _csr_row_index is None or data.dtype.itemsize not in (4, 8) or indices.dtype.kind not in "iu":
-        return False
-    itype = np.dtype(np.int32) if data.dtype.itemsize == 4 else np.dtype(np.int64)
-    if int(indptr[-1]) >= np.iinfo(itype).max or len(indptr) >= np.iinfo(itype).max:
-        return False
-    data_c = np.ascontiguousarray(data)
-    _csr_row_index(
-        len(rows),
-        np.asarray(rows, dtype=itype),
-        np.asarray(indptr, dtype=itype),
-        data_c.view(itype),
-        np.ascontiguousarray(indices),
-        out_data.view(itype),
-        out_indices,
-    )
-    return True
-
-
-try:  # a private scipy function (C++, releases the GIL); take_rows falls back to numpy without it
-    from scipy.sparse._sparsetools import csr_row_index as _csr_row_index
-except ImportError:  # pragma: no cover
-    _csr_row_index = None
-
-
 def take_rows(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, rows: np.ndarray, n_vars: int) -> CSRParts:
-    """Rows ``rows`` of a CSR matrix, in that order, keeping dtypes; temporaries are bounded by chunking."""
-    indptr = np.asarray(indptr, dtype=np.int64)
-    starts = indptr[:-1][rows]
-    lengths = indptr[1:][rows] - starts
+    """Rows ``rows`` of a CSR matrix, in that order, keeping dtypes (``uint16`` indices stay ``uint16``)."""
+    indptr = np.asarray(indptr)
+    rows = np.asarray(rows)
+    lengths = np.diff(indptr)[rows]
     new_indptr = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(lengths, out=new_indptr[1:])
     nnz = int(new_indptr[-1])
     out_data = np.empty(nnz, dtype=data.dtype)
     out_indices = np.empty(nnz, dtype=indices.dtype)
-    if _native_take(data, indices, indptr, rows, out_data, out_indices):
-        return CSRParts(out_data, out_indices, new_indptr, (len(rows), n_vars))
-    i, n = 0, len(rows)
-    while i < n:
-        j = int(np.searchsorted(new_indptr, new_indptr[i] + _CHUNK_NNZ, side="right")) - 1
-        j = min(max(j, i + 1), n)
-        a, b = int(new_indptr[i]), int(new_indptr[j])
-        src = np.repeat(starts[i:j] - new_indptr[i:j], lengths[i:j])
-        src += np.arange(a, b, dtype=np.int64)
-        np.take(data, src, out=out_data[a:b])
-        np.take(indices, src, out=out_indices[a:b])
-        i = j
-    return CSRParts(out_data, out_indices, new_indptr, (n, n_vars))
+    row_gather(rows, indptr, indices, data, out_indices, out_data)
+    return CSRParts(out_data, out_indices, new_indptr, (len(rows), n_vars))
 
 
 def decode_strings(blob: bytes, lengths: np.ndarray) -> np.ndarray:
