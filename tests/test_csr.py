@@ -24,7 +24,12 @@ def test_row_gather_matches_scipy(monkeypatch, native, indptr_dtype, indices_dty
     out_idx = np.empty(ref.nnz, dtype=indices_dtype)
     out_data = np.empty(ref.nnz, dtype=data_dtype)
     csr.row_gather(
-        rows, m.indptr.astype(indptr_dtype), m.indices.astype(indices_dtype), m.data.astype(data_dtype), out_idx, out_data
+        rows,
+        m.indptr.astype(indptr_dtype),
+        m.indices.astype(indices_dtype),
+        m.data.astype(data_dtype),
+        out_idx,
+        out_data,
     )
     np.testing.assert_array_equal(out_idx, ref.indices)
     np.testing.assert_array_equal(out_data, ref.data.astype(data_dtype))
