@@ -52,6 +52,5 @@ templates_path = ["_templates"]
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints", "jupyter_execute"]
 html_theme = "sphinx_book_theme"
 html_title = "annshard"
-html_static_path = ["_static"]
 suppress_warnings = ["mystnb.unknown_mime_type"]
 nitpicky = False
