@@ -25,6 +25,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", default="random", choices=["random", "sequential"])
     parser.add_argument("--output", default="scipy", choices=["scipy", "numpy", "torch"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--read-threads", type=int, default=None, help="decode threads (default: cores - 1)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -45,6 +46,7 @@ def bench(
     sampler: str = "random",
     output: str = "scipy",
     seed: int = 0,
+    read_threads: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Read ``epochs`` epochs and return the figures (cells/s, seconds to first batch, peak RSS in MB)."""
@@ -62,6 +64,7 @@ def bench(
         sampler=sampler,
         output=output,  # type: ignore[arg-type]
         seed=seed,
+        read_threads=read_threads,
     )
     target = int(loader.n_obs * epochs)
     cells, first, cpu0 = 0, None, 0.0
@@ -105,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         output=args.output,
         seed=args.seed,
+        read_threads=args.read_threads,
         progress=not args.no_progress,
     )
     if args.json:
