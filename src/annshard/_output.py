@@ -28,7 +28,7 @@ OUTPUTS = ("scipy", "numpy", "torch", "cupy")
 def _csr(block: Block, n_vars: int) -> sp.csr_matrix:
     indptr = block.indptr
     if indptr is not None and indptr.shape[0] and indptr[-1] < 2**31:
-        indptr = indptr.astype(np.int32)
+        indptr = indptr.astype(np.int32, copy=False)  # gather_rows already made it int32: no copy
     return sp.csr_matrix((block.data, block.indices, indptr), shape=(block.n_rows, n_vars), copy=False)
 
 
@@ -65,8 +65,9 @@ def _torch(block: Block, n_vars: int, *, dense: bool, device: str | None) -> tup
     on_cpu = device is None or torch.device(device).type == "cpu"
     if dense and on_cpu:
         return torch.from_numpy(_csr(block, n_vars).toarray()), index
-    crow = _to_device(torch, block.indptr, device)
-    col = _to_device(torch, block.indices.astype(np.int64), device)
+    # torch wants both index arrays in one dtype; the batch's are int32 (int64 past 2**31): no widening copy
+    crow = _to_device(torch, block.indptr.astype(block.indices.dtype, copy=False), device)
+    col = _to_device(torch, block.indices, device)
     vals = _to_device(torch, block.data, device)
     with warnings.catch_warnings():
         # torch warns once per process that sparse CSR is "beta"; the layout is what users asked for
@@ -83,7 +84,7 @@ def _cupy(block: Block, n_vars: int, *, dense: bool) -> tuple[Any, Any]:
     if block.indptr is None:
         return cp.asarray(block.data), index
     x = csp.csr_matrix(
-        (cp.asarray(block.data), cp.asarray(block.indices), cp.asarray(block.indptr.astype(np.int32))),
+        (cp.asarray(block.data), cp.asarray(block.indices), cp.asarray(block.indptr.astype(np.int32, copy=False))),
         shape=(block.n_rows, n_vars),
     )
     return (x.toarray() if dense else x), index

@@ -55,6 +55,11 @@ def test_torch_sparse_and_dense(coll):
     loader = annshard.Loader(coll.path, batch_size=300, output="torch", obs_columns=["cell_type"])
     batch = next(iter(loader))
     assert batch.X.layout == torch.sparse_csr
+    # one index dtype for both arrays (torch's invariant), and no widening to int64 for small batches
+    assert batch.X.crow_indices().dtype == batch.X.col_indices().dtype == torch.int32
+    torch._validate_sparse_csr_tensor_args(
+        batch.X.crow_indices(), batch.X.col_indices(), batch.X.values(), batch.X.shape
+    )
     assert isinstance(batch.obs["cell_type"], torch.Tensor) and isinstance(batch.index, torch.Tensor)
     idx = batch.index.numpy()
     np.testing.assert_array_equal(batch.X.to_dense().numpy(), coll.X[idx].toarray())
