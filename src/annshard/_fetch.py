@@ -144,6 +144,7 @@ class BlockReader:
 
     def __init__(self, shards: Sequence[ShardRef], *, element: str = "X", threads: int | None = None) -> None:
         self.shards = list(shards)
+        self._offsets = np.array([ref.offset for ref in self.shards], dtype=np.int64)
         self.element = element
         self.threads = threads
         self._arrays: dict[int, Any] = {}
@@ -182,8 +183,7 @@ class BlockReader:
         within = np.arange(n_rows, dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
         local = np.repeat(chunks[:, 1], lens) + within
         row_shard = np.repeat(chunks[:, 0], lens)
-        shard_offsets = np.array([ref.offset for ref in self.shards], dtype=np.int64)
-        index = shard_offsets[row_shard] + local
+        index = self._offsets[row_shard] + local
         arrs = [self.arrays(int(s)) for s in shard_ids]
         if arrs[0].kind == "dense":
             return self._read_dense(chunks, shard_ids, arrs, index)
