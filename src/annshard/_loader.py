@@ -347,7 +347,7 @@ class Loader:
         # then widen its gene indices; A and B run on different cores
         per_block = max(1, self.chunk_size * self.preload_nchunks // self.batch_size)
         cut = cut_batches(blocks, self.batch_size, n_vars=self.n_vars, drop_last=self.drop_last)
-        batches = Prefetcher(cut, _same, slots=per_block + 1)
+        batches = Prefetcher(cut, slots=per_block + 1)
         try:
             for part in batches:
                 batch = self._make_batch(part)
@@ -391,10 +391,6 @@ class Loader:
             "Loader was created: import torch first so the Loader registers as an IterableDataset"
         )
         raise TypeError(msg)
-
-
-def _same(x: Any) -> Any:
-    return x
 
 
 def _register_with_torch() -> None:

@@ -25,11 +25,13 @@ _DONE = object()
 class Prefetcher:
     """Run ``produce(item)`` for each item in a background thread, at most ``slots`` results alive.
 
+    Without ``produce`` the items themselves are the results: iterating
+    ``items`` (a generator doing the work) is then what runs in the thread.
     Iterate it to get the results in order; call :meth:`release` when done with
     one (or let the next ``next()`` do it), and :meth:`close` to stop early.
     """
 
-    def __init__(self, items: Iterable[Any], produce: Callable[[Any], Any], *, slots: int = 2) -> None:
+    def __init__(self, items: Iterable[Any], produce: Callable[[Any], Any] | None = None, *, slots: int = 2) -> None:
         self._items = items
         self._produce = produce
         self._slots = threading.Semaphore(slots)
@@ -47,7 +49,7 @@ class Prefetcher:
                         return
                 if self._stop.is_set():
                     return
-                self._queue.put(("ok", self._produce(item)))
+                self._queue.put(("ok", item if self._produce is None else self._produce(item)))
             self._queue.put(("done", _DONE))
         except BaseException as e:  # noqa: BLE001 - handed over to the consumer, re-raised there
             self._queue.put(("error", e))
