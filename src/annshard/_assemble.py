@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
     from ._fetch import Block
+    from ._pool import BufferPool
     from ._world import World
 
 __all__ = ["EpochStream", "block_order", "cut_batches", "gather_rows"]
@@ -122,13 +123,14 @@ def block_order(
     return plan_pos[epoch_rng(seed, epoch, 2, part, block).permutation(n)]
 
 
-def gather_rows(segments: list[tuple[Block, NDArray[np.int64]]], n_vars: int) -> Block:
-    """One batch: rows ``rows`` of each ``(block, rows)`` segment, one after the other, in fresh arrays.
+def gather_rows(segments: list[tuple[Block, NDArray[np.int64]]], n_vars: int, pool: BufferPool | None = None) -> Block:
+    """One batch: rows ``rows`` of each ``(block, rows)`` segment, one after the other, in new arrays.
 
     Each stored value is copied once (scipy's C++ row gather, which releases
     the GIL), with the gene indices in their stored dtype; they are then
     widened to what every consumer takes (``int32``, or ``int64`` past 2**31)
     while the batch is still warm in cache. A batch spans at most a few blocks.
+    The value and index arrays come from ``pool`` (recycled buffers) when given.
     """
     from ._fetch import Block
 
@@ -142,19 +144,30 @@ def gather_rows(segments: list[tuple[Block, NDArray[np.int64]]], n_vars: int) ->
     itype = np.int32 if nnz < 2**31 and n_vars < 2**31 else np.int64
     out_ptr = np.zeros(lens.shape[0] + 1, dtype=itype)
     np.cumsum(lens, out=out_ptr[1:])
-    stored = np.empty(nnz, dtype=first.indices.dtype)
-    out_data = np.empty(nnz, dtype=first.data.dtype)
+    empty = np.empty if pool is None else pool.empty
+    stored = empty(nnz, dtype=first.indices.dtype)
+    out_data = empty(nnz, dtype=first.data.dtype)
     row = 0
     for b, r in segments:
         e0, e1 = int(out_ptr[row]), int(out_ptr[row + r.shape[0]])
         row_gather(r, b.indptr, b.indices, b.data, stored[e0:e1], out_data[e0:e1])
         row += r.shape[0]
-    out_idx = stored if stored.dtype == itype else stored.astype(itype)
+    if stored.dtype == itype:
+        out_idx = stored
+    else:
+        out_idx = empty(nnz, dtype=itype)
+        np.copyto(out_idx, stored, casting="unsafe")
+        del stored  # back to the pool for the next batch
     return Block(index=index, indptr=out_ptr, data=out_data, indices=out_idx)
 
 
 def cut_batches(
-    blocks: Iterable[tuple[Block, NDArray[np.int64]]], batch_size: int, *, n_vars: int, drop_last: bool
+    blocks: Iterable[tuple[Block, NDArray[np.int64]]],
+    batch_size: int,
+    *,
+    n_vars: int,
+    drop_last: bool,
+    pool: BufferPool | None = None,
 ) -> Iterator[Block]:
     """Cut the stream of ``(block, order)`` into batches of ``batch_size`` rows.
 
@@ -173,7 +186,7 @@ def cut_batches(
             pos += take
             need -= take
             if need == 0:
-                yield gather_rows(segments, n_vars)
+                yield gather_rows(segments, n_vars, pool)
                 segments, need = [], batch_size
     if segments and not drop_last:
-        yield gather_rows(segments, n_vars)
+        yield gather_rows(segments, n_vars, pool)

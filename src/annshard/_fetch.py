@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
     from ._collection import Collection
+    from ._pool import BufferPool
 
 __all__ = ["Block", "BlockReader", "RunsIndexer"]
 
@@ -168,8 +169,11 @@ class BlockReader:
                     self._indptr[i] = indptr
             return self._arrays[i]
 
-    def read(self, chunks: NDArray[np.int64]) -> Block:
+    def read(self, chunks: NDArray[np.int64], pool: BufferPool | None = None) -> Block:
         """Read ``chunks`` (``(n, 3)`` of shard, start, stop), sorted by shard and start first.
+
+        The block's values and gene indices are decoded into arrays from ``pool``
+        (recycled buffers) when one is given.
 
         Raises
         ------
@@ -188,7 +192,7 @@ class BlockReader:
         if arrs[0].kind == "dense":
             return self._read_dense(chunks, shard_ids, arrs, index)
         bounds = np.searchsorted(row_shard, np.append(shard_ids, shard_ids[-1] + 1))
-        return self._read_csr(chunks, shard_ids, arrs, index, local, bounds)
+        return self._read_csr(chunks, shard_ids, arrs, index, local, bounds, pool)
 
     def _row_runs(self, chunks: NDArray[np.int64], s: int) -> NDArray[np.int64]:
         sub = chunks[chunks[:, 0] == s][:, 1:]
@@ -206,6 +210,7 @@ class BlockReader:
         index: np.ndarray,
         local: np.ndarray,
         bounds: np.ndarray,
+        pool: BufferPool | None,
     ) -> Block:
         lens_parts, elem_runs = [], []
         for j, s in enumerate(shard_ids.tolist()):
@@ -218,8 +223,9 @@ class BlockReader:
         indptr = np.zeros(row_nnz.shape[0] + 1, dtype=np.int64)
         np.cumsum(row_nnz, out=indptr[1:])
         nnz = int(indptr[-1])
-        data = np.empty(nnz, dtype=arrs[0].data.dtype)
-        indices = np.empty(nnz, dtype=arrs[0].indices.dtype)
+        empty = np.empty if pool is None else pool.empty
+        data = empty(nnz, dtype=arrs[0].data.dtype)
+        indices = empty(nnz, dtype=arrs[0].indices.dtype)
         jobs, pos = [], 0
         for a, er in zip(arrs, elem_runs, strict=True):
             k = int((er[:, 1] - er[:, 0]).sum())

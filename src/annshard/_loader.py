@@ -336,17 +336,22 @@ class Loader:
         def read(b: int) -> tuple[Block, NDArray[np.int64]]:
             # stage A (thread): decode the block in read order, draw its row order
             chunks = stream.block(b)
-            block = self._reader.read(chunks)
+            block = self._reader.read(chunks, block_pool)
             order = block_order(chunks, shuffle=shuffle, seed=self.seed, epoch=epoch, part=world.part, block=b)
             return block, order[skip:] if b == first else order
 
+        from ._pool import BufferPool
         from ._prefetch import Prefetcher
 
+        per_block = max(1, self.chunk_size * self.preload_nchunks // self.batch_size)
+        # recycled buffers (no fresh zeroed pages per block and batch): 2 arrays per block, at most 4 blocks
+        # alive; 3 per batch, the batches queued plus the consumer's and the one or two the user holds
+        block_pool = BufferPool(max_buffers=2 * 4)
+        batch_pool = BufferPool(max_buffers=3 * (per_block + 4))
         blocks = Prefetcher(range(first, stream.n_blocks), read, slots=2)
         # stage B (thread): gather each batch's rows straight from the read-order blocks (one copy per value),
         # then widen its gene indices; A and B run on different cores
-        per_block = max(1, self.chunk_size * self.preload_nchunks // self.batch_size)
-        cut = cut_batches(blocks, self.batch_size, n_vars=self.n_vars, drop_last=self.drop_last)
+        cut = cut_batches(blocks, self.batch_size, n_vars=self.n_vars, drop_last=self.drop_last, pool=batch_pool)
         batches = Prefetcher(cut, slots=per_block + 1)
         try:
             for part in batches:
