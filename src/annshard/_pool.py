@@ -24,8 +24,7 @@ import numpy as np
 
 __all__ = ["BufferPool"]
 
-_SLACK = 1.125  # room for the next request of about the same size (batches differ in non-zeros)
-_ALIGN = 1 << 16
+_SLACK = 8  # 1/8 more room for the next request of about the same size (batches differ in non-zeros)
 
 
 class BufferPool:
@@ -54,7 +53,7 @@ class BufferPool:
         return sys.getrefcount(self._buffers[i]) == 2
 
     def empty(self, n: int, dtype: np.typing.DTypeLike) -> np.ndarray:
-        """An uninitialised array of ``n`` elements of ``dtype`` (like :func:`numpy.empty`)."""
+        """Return an uninitialised array of ``n`` elements of ``dtype`` (like :func:`numpy.empty`)."""
         dtype = np.dtype(dtype)
         with self._lock:
             best, best_size = -1, 0
@@ -67,8 +66,7 @@ class BufferPool:
             if best >= 0:
                 self.reused += 1
                 return self._buffers[best][:n]
-            per_align = max(1, _ALIGN // dtype.itemsize)
-            buf = np.empty(-(-int(n * _SLACK) // per_align) * per_align, dtype=dtype)
+            buf = np.empty(max(1, n + n // _SLACK), dtype=dtype)
             self.allocated += 1
             if len(self._buffers) >= self.max_buffers:
                 # full: forget a buffer nobody uses (it is freed), or do not keep this one

@@ -36,7 +36,9 @@ def _chunking(n: int, chunk: int, shard: int) -> tuple[tuple[int], tuple[int] | 
     return (chunk,), (shard,)
 
 
-def _write_1d(group: zarr.Group, name: str, values: np.ndarray, spec: StorageSpec, *, chunk: int, shard: int) -> None:
+def _write_1d(
+    group: zarr.Group, name: str, values: np.ndarray, spec: StorageSpec, *, chunk: int, shard: int, counts: bool = False
+) -> None:
     chunks, shards = _chunking(values.shape[0], chunk, shard)
     arr = group.create_array(
         name,
@@ -44,7 +46,8 @@ def _write_1d(group: zarr.Group, name: str, values: np.ndarray, spec: StorageSpe
         dtype=values.dtype,
         chunks=chunks,
         shards=shards,
-        compressors=spec.compressors(),
+        filters=spec.counts_filters() if counts else (),
+        compressors=spec.compressors(counts=counts),
         fill_value=0,
     )
     if values.shape[0]:
@@ -100,6 +103,7 @@ def write_shard(
             spec,
             chunk=spec.chunk_elems,
             shard=spec.shard_elems,
+            counts=True,
         )
         _write_1d(
             xg,

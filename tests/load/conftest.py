@@ -48,6 +48,7 @@ def _build_collection(
     dense: bool = False,
     nnz_per_cell: int = 40,
     layers: bool = False,
+    counts_dtype: str | None = None,
 ) -> Built:
     """Write a small collection by hand (shuffled rows split into shards), as write_collection would."""
     a = make_adata(n_obs, n_vars, nnz_per_cell=nnz_per_cell, seed=seed)
@@ -57,7 +58,12 @@ def _build_collection(
     a.obs["source"] = pd.Categorical(["src-0"] * n_obs)
     a.obs["source_row"] = perm.astype(np.int64)
     spec = StorageSpec(
-        x_format="dense" if dense else "csr", chunk_elems=512, shard_elems=4096, dense_chunk_rows=8, dense_shard_rows=64
+        x_format="dense" if dense else "csr",
+        chunk_elems=512,
+        shard_elems=4096,
+        dense_chunk_rows=8,
+        dense_shard_rows=64,
+        counts_dtype=counts_dtype,
     )
     root = zarr.open_group(path, mode="w")
     bounds = np.linspace(0, n_obs, n_shards + 1).astype(int)
@@ -95,6 +101,12 @@ def _build_collection(
 @pytest.fixture(scope="session")
 def coll(tmp_path_factory) -> Built:
     return build_collection(tmp_path_factory.mktemp("coll") / "c.zarr", layers=True)
+
+
+@pytest.fixture(scope="session")
+def counts_coll(tmp_path_factory) -> Built:
+    """Whole-number values stored as uint16 counts (the writer's default for raw counts)."""
+    return build_collection(tmp_path_factory.mktemp("counts") / "k.zarr", n_obs=900, seed=5, counts_dtype="uint16")
 
 
 @pytest.fixture(scope="session")

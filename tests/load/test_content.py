@@ -50,6 +50,17 @@ def test_batches_match_source_rows(coll, output):
     assert np.array_equal(np.sort(idx), np.arange(coll.adata.n_obs))
 
 
+@pytest.mark.parametrize("chunk_size", [1, 7, 64])
+def test_counts_storage_is_read_as_the_source_dtype(counts_coll, chunk_size):
+    loader = annshard.Loader(counts_coll.path, batch_size=100, chunk_size=chunk_size, preload_nchunks=5)
+    n = 0
+    for batch in loader:
+        assert batch.X.dtype == counts_coll.X.dtype == np.float32
+        _check_batch(batch, counts_coll, loader)
+        n += batch.n_obs
+    assert n == counts_coll.adata.n_obs
+
+
 def test_torch_sparse_and_dense(coll):
     torch = pytest.importorskip("torch")
     loader = annshard.Loader(coll.path, batch_size=300, output="torch", obs_columns=["cell_type"])

@@ -36,6 +36,7 @@ def describe(coll: Collection) -> str:
         f"  join       {m.join}",
         f"  layer      {m.layer or 'X'}",
         f"  storage    {st.x_format}, {st.data_dtype} values"
+        + (f" (whole numbers, stored as {st.counts_dtype})" if st.counts_dtype else "")
         + (f", {st.indices_dtype} indices" if st.x_format == "csr" else "")
         + f", blosc {st.codec} clevel {st.clevel} {st.shuffle}",
     ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from annshard._format import StorageSpec
 
+    from ._counts import ValueStats
     from ._plan import ColumnPlan, GenePlan
     from ._sources import Source
 
@@ -117,6 +118,9 @@ class Layout:
         All categories of ``source`` (earlier generations' too).
     workdir
         Where the bucket files live.
+    value_stats
+        Per source, whether its values are whole numbers and their range (filled by the scatter
+        pass when ``spec.counts_dtype`` is set).
     """
 
     sources: list[Source]
@@ -130,6 +134,13 @@ class Layout:
     source_codes: list[int]
     source_names: list[str]
     workdir: Path
+    value_stats: list[ValueStats] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from ._counts import ValueStats
+
+        if not self.value_stats:
+            self.value_stats = [ValueStats() for _ in self.sources]
 
     @property
     def n_buckets(self) -> int:

@@ -160,6 +160,8 @@ def _scatter_block(
     order = np.argsort(labels, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(counts)])
     X = reindex_block(src.read_x(start, stop), layout, i)
+    if sp.issparse(X) and layout.spec.counts_dtype is not None:
+        layout.value_stats[i].update(X.data)
     if sp.issparse(X):
         indices = X.indices.astype(layout.index_dtype, copy=False)
         X = take_rows(X.data, indices, X.indptr, order, X.shape[1])

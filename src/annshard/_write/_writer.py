@@ -33,6 +33,7 @@ from annshard._config import zarr_config
 from annshard._errors import CollectionExistsError, CollectionFormatError
 from annshard._format import Manifest, ObsColumn, ShardInfo, SourceInfo, StorageSpec, shard_name
 
+from ._counts import AUTO, check_counts_dtype, resolve_counts
 from ._gather import gather_bucket
 from ._layout import GATHER_FACTOR, SCATTER_FACTOR, Layout, parse_bytes, row_bytes, shard_sizes
 from ._memory import pin_mmap_threshold
@@ -98,22 +99,25 @@ def _auto_spec(
     sources: list[Source], n_vars: int, dense: bool | None, storage: StorageSpec | Mapping[str, Any] | None
 ) -> StorageSpec:
     if isinstance(storage, StorageSpec):
-        return storage
-    if dense is None:
-        dense = all(s.x_format == "dense" for s in sources)
-    dtypes = {s.x_dtype for s in sources}
-    data_dtype = next(iter(dtypes)) if len(dtypes) == 1 else np.result_type(*dtypes)
-    spec = StorageSpec(
-        x_format="dense" if dense else "csr",
-        data_dtype=str(np.dtype(data_dtype)),
-        indices_dtype="uint16" if n_vars < 65536 else "int32",
-    )
-    if storage:
-        unknown = set(storage) - set(spec.to_dict())
-        if unknown:
-            msg = f"storage has unknown keys {sorted(unknown)}; valid keys: {sorted(spec.to_dict())}"
-            raise ValueError(msg)
-        spec = replace(spec, **dict(storage))
+        spec = storage
+    else:
+        if dense is None:
+            dense = all(s.x_format == "dense" for s in sources)
+        dtypes = {s.x_dtype for s in sources}
+        data_dtype = next(iter(dtypes)) if len(dtypes) == 1 else np.result_type(*dtypes)
+        spec = StorageSpec(
+            x_format="dense" if dense else "csr",
+            data_dtype=str(np.dtype(data_dtype)),
+            indices_dtype="uint16" if n_vars < 65536 else "int32",
+            counts_dtype=AUTO,
+        )
+        if storage:
+            unknown = set(storage) - set(spec.to_dict())
+            if unknown:
+                msg = f"storage has unknown keys {sorted(unknown)}; valid keys: {sorted(spec.to_dict())}"
+                raise ValueError(msg)
+            spec = replace(spec, **dict(storage))
+    spec = replace(spec, counts_dtype=check_counts_dtype(spec.counts_dtype, spec.data_dtype, spec.x_format))
     idx = np.dtype(spec.indices_dtype)
     if spec.x_format == "csr" and (idx.kind not in "iu" or np.iinfo(idx).max < n_vars - 1):
         msg = f"storage indices_dtype {idx} cannot index {n_vars} genes; use 'int32' (or 'uint16' below 65536 genes)"
@@ -185,6 +189,7 @@ def _layout(
 
 
 def _run(layout: Layout, root_path: Path, first_shard: int, show_progress: bool) -> list[ShardInfo]:
+    """Scatter, settle how values are stored (``layout.spec`` is final afterwards), gather the shards."""
     import zarr
 
     layout.workdir.mkdir(parents=True, exist_ok=True)
@@ -193,6 +198,7 @@ def _run(layout: Layout, root_path: Path, first_shard: int, show_progress: bool)
     n = sum(layout.shard_rows)
     with _progress(show_progress, n, "shuffling") as bar:
         scatter(layout, progress=bar.update)
+    layout.spec = resolve_counts(layout.spec, layout.sources, layout.value_stats)
     root = zarr.open_group(root_path, mode="a", zarr_format=3)
     shards = []
     with _progress(show_progress, n, "writing shards") as bar:
@@ -374,7 +380,7 @@ def write_collection(
                     n_vars=genes.n_vars,
                     seed=seed,
                     join=join,
-                    storage=spec,
+                    storage=layout.spec,
                     shards=tuple(shards),
                     sources=tuple(_source_infos(srcs, names, 0)),
                     obs_columns=tuple([c.obs_column() for c in columns] + _source_columns(names)),

@@ -1,0 +1,110 @@
+"""Storing raw counts compactly: deciding, from the values themselves, whether they are whole numbers.
+
+The scatter pass sees every value once; :class:`ValueStats` keeps, per source,
+whether all its values are whole numbers and their range. Before the shards
+are written, :func:`resolve_counts` turns the spec's ``counts_dtype`` into a
+fact: ``"auto"`` becomes ``"uint16"`` when every value fits, else ``None``
+(values stored as they are); an explicit dtype (a caller's choice, or an
+existing collection's when appending) is checked, and a source whose values
+would not survive is refused by name. Nothing is ever rounded or clipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from annshard._errors import SourceError
+
+if TYPE_CHECKING:
+    from annshard._format import StorageSpec
+
+    from ._sources import Source
+
+__all__ = ["AUTO", "ValueStats", "check_counts_dtype", "resolve_counts"]
+
+AUTO = "auto"
+_PIECE = 1 << 20  # values checked at a time (bounded temporaries)
+
+
+@dataclass
+class ValueStats:
+    """Whether a source's values are whole numbers, and their range."""
+
+    whole: bool = True
+    lo: float = np.inf
+    hi: float = -np.inf
+
+    def update(self, values: np.ndarray) -> None:
+        """Take ``values`` (1-D) into account."""
+        if not self.whole or values.shape[0] == 0:
+            return
+        if values.dtype.kind in "iu":
+            self.lo = min(self.lo, float(values.min()))
+            self.hi = max(self.hi, float(values.max()))
+            return
+        for start in range(0, values.shape[0], _PIECE):
+            piece = values[start : start + _PIECE]
+            lo, hi = float(piece.min()), float(piece.max())
+            if not (np.isfinite(lo) and np.isfinite(hi) and np.array_equal(np.rint(piece), piece)):
+                self.whole = False  # NaN and inf are not whole numbers either
+                return
+            self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
+
+    def fits(self, dtype: np.dtype) -> bool:
+        """Whether every value is stored exactly as ``dtype``."""
+        info = np.iinfo(dtype)
+        return self.whole and (self.lo == np.inf or (self.lo >= info.min and self.hi <= info.max))
+
+    def describe(self) -> str:
+        """Describe the values, for error messages."""
+        if not self.whole:
+            return "has values that are not whole numbers (normalised or log-transformed data?)"
+        return f"has values from {self.lo:g} to {self.hi:g}"
+
+
+def check_counts_dtype(value: str | None, data_dtype: str, x_format: str) -> str | None:
+    """Validate a requested ``counts_dtype``; dense or already-narrow values are never stored as counts."""
+    if value is None:
+        return None
+    if value == AUTO:
+        narrow = np.dtype(data_dtype).itemsize <= 2 or np.dtype(data_dtype).kind not in "fiu"
+        return None if x_format != "csr" or narrow else AUTO
+    dt = np.dtype(value)
+    if dt.kind != "u" or dt.itemsize > 2:
+        msg = f"storage counts_dtype must be 'auto', 'uint16', 'uint8' or None, not {value!r}"
+        raise ValueError(msg)
+    if x_format != "csr":
+        msg = "storage counts_dtype applies to CSR X only; use counts_dtype=None with a dense X"
+        raise ValueError(msg)
+    if np.dtype(data_dtype).kind not in "fiu":
+        msg = f"storage counts_dtype needs numeric values, not {data_dtype}"
+        raise ValueError(msg)
+    return dt.name
+
+
+def resolve_counts(spec: StorageSpec, sources: list[Source], stats: list[ValueStats]) -> StorageSpec:
+    """Return ``spec`` with ``counts_dtype`` decided (``"auto"``) or checked against every source's values.
+
+    Raises
+    ------
+    SourceError
+        If an explicit ``counts_dtype`` cannot hold a source's values exactly.
+    """
+    if spec.counts_dtype is None:
+        return spec
+    if spec.counts_dtype == AUTO:
+        ok = all(s.fits(np.dtype(np.uint16)) for s in stats)
+        return replace(spec, counts_dtype="uint16" if ok else None)
+    dt = np.dtype(spec.counts_dtype)
+    for src, st in zip(sources, stats, strict=True):
+        if not st.fits(dt):
+            msg = (
+                f"{src.label}: X {st.describe()}, but this collection stores values as whole numbers "
+                f"in {dt.name} (storage counts_dtype={dt.name!r}), which would change them. Write these "
+                "sources to a new collection (storage={'counts_dtype': None} keeps any values as they are)"
+            )
+            raise SourceError(msg)
+    return spec

@@ -1,0 +1,76 @@
+"""Recycled buffers: reused only when nothing refers to them, never overwriting data someone holds."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import scipy.sparse as sp
+
+import annshard
+from annshard._pool import BufferPool
+
+
+def test_reuses_a_released_buffer():
+    pool = BufferPool(max_buffers=4)
+    a = pool.empty(1000, np.float32)
+    addr = a.__array_interface__["data"][0]
+    del a
+    b = pool.empty(990, np.float32)
+    assert b.__array_interface__["data"][0] == addr
+    assert (pool.allocated, pool.reused) == (1, 1)
+
+
+def test_held_views_and_derived_objects_keep_a_buffer():
+    pool = BufferPool(max_buffers=4)
+    data = pool.empty(10, np.float32)
+    data[:] = 1
+    idx = pool.empty(10, np.int32)
+    idx[:] = np.arange(10)
+    m = sp.csr_matrix((data, idx, np.array([0, 5, 10], dtype=np.int32)), shape=(2, 10), copy=False)
+    assert np.shares_memory(m.data, data) and np.shares_memory(m.indices, idx)  # scipy did not copy
+    del data, idx
+    for _ in range(3):
+        other = pool.empty(10, np.float32)
+        other[:] = 7
+        other2 = pool.empty(10, np.int32)
+        other2[:] = -1
+        del other, other2
+    assert m.data.tolist() == [1.0] * 10 and m.indices.tolist() == list(range(10))
+
+
+def test_dtype_and_size_rules():
+    pool = BufferPool(max_buffers=8)
+    a = pool.empty(100, np.float32)
+    del a
+    b = pool.empty(100, np.int32)  # same bytes, other dtype: a new buffer
+    c = pool.empty(40, np.float32)  # less than half of the free float32 buffer: a new one
+    assert pool.reused == 0 and pool.allocated == 3
+    assert b.dtype == np.int32 and c.shape == (40,)
+
+
+def test_bounded():
+    pool = BufferPool(max_buffers=2)
+    held = [pool.empty(100, np.float64) for _ in range(5)]
+    assert len(pool) == 2 and pool.allocated == 5
+    del held
+    gc.collect()
+    pool.empty(100, np.float64)
+    assert len(pool) == 2 and pool.reused == 1
+
+
+def test_batches_kept_by_the_user_are_never_overwritten(coll):
+    def run(keep: bool) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        loader = annshard.Loader(coll.path, batch_size=128, chunk_size=8, preload_nchunks=6, seed=3)
+        out = []
+        for batch in loader:
+            x = batch.X
+            out.append((x.data, x.indices, x.indptr) if keep else (x.data.copy(), x.indices.copy(), x.indptr.copy()))
+        return out
+
+    kept, copied = run(keep=True), run(keep=False)
+    assert len(kept) == len(copied) > 10
+    for (d, i, p), (d2, i2, p2) in zip(kept, copied, strict=True):
+        np.testing.assert_array_equal(d, d2)
+        np.testing.assert_array_equal(i, i2)
+        np.testing.assert_array_equal(p, p2)
