@@ -9,7 +9,10 @@ chunking, zarr sharding, codec and index dtype follow the collection's
 
 from __future__ import annotations
 
+import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anndata as ad
@@ -54,6 +57,24 @@ def _write_1d(
         arr[...] = values
 
 
+def _local_dir(group: zarr.Group) -> Path | None:
+    """Return the directory of ``group`` when it lives in a local store, else ``None``."""
+    root = getattr(group.store, "root", None)
+    return None if root is None else Path(root) / group.path
+
+
+def _write_frames(g: zarr.Group, obs: pd.DataFrame, var: pd.DataFrame, var_from: zarr.Group | None) -> None:
+    """Write obs, var (copied from ``var_from``'s when given) and the empty AnnData elements."""
+    ad.io.write_elem(g, "obs", obs)
+    src, dst = (None, None) if var_from is None else (_local_dir(var_from), _local_dir(g))
+    if src is not None and dst is not None and (src / "var").is_dir():
+        shutil.copytree(src / "var", dst / "var")  # every shard's var is the same: written once, copied after
+    else:
+        ad.io.write_elem(g, "var", var)
+    for key in ("layers", "obsm", "varm", "obsp", "varp", "uns"):
+        ad.io.write_elem(g, key, {})
+
+
 def write_shard(
     root: zarr.Group,
     name: str,
@@ -62,6 +83,7 @@ def write_shard(
     obs: pd.DataFrame,
     var: pd.DataFrame,
     spec: StorageSpec,
+    var_from: zarr.Group | None = None,
 ) -> int:
     """Write one shard as child group ``name`` of ``root``.
 
@@ -82,6 +104,9 @@ def write_shard(
         The collection's var (identical for every shard).
     spec
         Storage layout.
+    var_from
+        A shard of the same collection already written: its ``var`` (which must equal ``var``)
+        is copied file by file instead of being encoded again.
 
     Returns
     -------
@@ -89,6 +114,16 @@ def write_shard(
     """
     g = root.create_group(name)
     g.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
+    # obs and var are many small zarr nodes (Python-bound metadata writes): written in a thread while
+    # zarrs encodes X on the other cores
+    with ThreadPoolExecutor(1, thread_name_prefix="annshard-frames") as pool:
+        frames = pool.submit(_write_frames, g, obs, var, var_from)
+        nnz = _write_x(g, X, spec)
+        frames.result()
+    return nnz
+
+
+def _write_x(g: zarr.Group, X: sp.csr_matrix | np.ndarray | Any, spec: StorageSpec) -> int:
     n_obs, n_vars = X.shape
     if spec.x_format == "csr":
         # anything with CSR ``data``/``indices``/``indptr`` is written as is (scipy would upcast uint16 indices)
@@ -140,10 +175,6 @@ def write_shard(
         if dense.size:
             arr[...] = dense
         nnz = int(dense.size)
-    ad.io.write_elem(g, "obs", obs)
-    ad.io.write_elem(g, "var", var)
-    for key in ("layers", "obsm", "varm", "obsp", "varp", "uns"):
-        ad.io.write_elem(g, key, {})
     return nnz
 
 

@@ -127,10 +127,14 @@ def load_bucket(layout: Layout, k: int) -> tuple[CSRParts | np.ndarray, pd.DataF
     return X, obs
 
 
-def gather_bucket(layout: Layout, k: int, root: zarr.Group, name: str) -> int:
-    """Write bucket ``k`` as shard ``name`` of ``root``, delete its files, and return its number of stored values."""
+def gather_bucket(layout: Layout, k: int, root: zarr.Group, name: str, var_from: str | None = None) -> int:
+    """Write bucket ``k`` as shard ``name`` of ``root``, delete its files, and return its number of stored values.
+
+    ``var_from`` names a shard of ``root`` written before, whose ``var`` is copied.
+    """
     X, obs = load_bucket(layout, k)
-    nnz = write_shard(root, name, X=X, obs=obs, var=layout.genes.var, spec=layout.spec)
+    src = None if var_from is None else root[var_from]
+    nnz = write_shard(root, name, X=X, obs=obs, var=layout.genes.var, spec=layout.spec, var_from=src)
     del X, obs
     for path in layout.workdir.glob(f"{k:05d}.*"):
         os.unlink(path)

@@ -204,7 +204,7 @@ def _run(layout: Layout, root_path: Path, first_shard: int, show_progress: bool)
     with _progress(show_progress, n, "writing shards") as bar:
         for k, rows in enumerate(layout.shard_rows):
             name = shard_name(first_shard + k)
-            nnz = gather_bucket(layout, k, root, name)
+            nnz = gather_bucket(layout, k, root, name, var_from=shards[0].name if shards else None)
             shards.append(ShardInfo(name=name, n_obs=rows, nnz=nnz, generation=layout.generation))
             bar.update(rows)
     shutil.rmtree(layout.workdir, ignore_errors=True)
