@@ -82,6 +82,10 @@ class StorageSpec:
         Rows per inner chunk of a dense ``X``.
     dense_shard_rows
         Rows per zarr shard of a dense ``X``.
+    indices_codec
+        ``"none"`` stores the CSR gene indices uncompressed; ``None`` compresses them like the
+        values (``codec``). Sorted gene indices compress only ~1.6x, and decoding them was a fifth
+        of the loader's CPU time (measured in ``docs/performance.md``).
     counts_dtype
         Unsigned integer type the CSR values are stored as (``"uint16"``, ``"uint8"``), when
         every value is a whole number in its range (checked while writing); ``None``: values
@@ -99,6 +103,7 @@ class StorageSpec:
     dense_chunk_rows: int = 32
     dense_shard_rows: int = 4096
     counts_dtype: str | None = None
+    indices_codec: Literal["none"] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -109,9 +114,9 @@ class StorageSpec:
         """Inverse of :meth:`to_dict`."""
         return _from_dict(cls, d)
 
-    def compressors(self, *, counts: bool = False) -> tuple[Any, ...]:
-        """Return the zarr compressor codecs for this spec (``counts``: for values stored as counts)."""
-        if self.codec == "none":
+    def compressors(self, *, counts: bool = False, indices: bool = False) -> tuple[Any, ...]:
+        """Return the zarr compressor codecs for this spec (``counts``: values stored as counts; ``indices``: CSR indices)."""
+        if self.codec == "none" or (indices and self.indices_codec == "none"):
             return ()
         from zarr.codecs import BloscCodec
 

@@ -40,7 +40,15 @@ def _chunking(n: int, chunk: int, shard: int) -> tuple[tuple[int], tuple[int] | 
 
 
 def _write_1d(
-    group: zarr.Group, name: str, values: np.ndarray, spec: StorageSpec, *, chunk: int, shard: int, counts: bool = False
+    group: zarr.Group,
+    name: str,
+    values: np.ndarray,
+    spec: StorageSpec,
+    *,
+    chunk: int,
+    shard: int,
+    counts: bool = False,
+    indices: bool = False,
 ) -> None:
     chunks, shards = _chunking(values.shape[0], chunk, shard)
     arr = group.create_array(
@@ -50,7 +58,7 @@ def _write_1d(
         chunks=chunks,
         shards=shards,
         filters=spec.counts_filters() if counts else (),
-        compressors=spec.compressors(counts=counts),
+        compressors=spec.compressors(counts=counts, indices=indices),
         fill_value=0,
     )
     if values.shape[0]:
@@ -147,6 +155,7 @@ def _write_x(g: zarr.Group, X: sp.csr_matrix | np.ndarray | Any, spec: StorageSp
             spec,
             chunk=spec.chunk_elems,
             shard=spec.shard_elems,
+            indices=True,
         )
         _write_1d(
             xg,

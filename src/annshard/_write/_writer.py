@@ -110,6 +110,7 @@ def _auto_spec(
             data_dtype=str(np.dtype(data_dtype)),
             indices_dtype="uint16" if n_vars < 65536 else "int32",
             counts_dtype=AUTO,
+            indices_codec="none",
         )
         if storage:
             unknown = set(storage) - set(spec.to_dict())
@@ -118,6 +119,9 @@ def _auto_spec(
                 raise ValueError(msg)
             spec = replace(spec, **dict(storage))
     spec = replace(spec, counts_dtype=check_counts_dtype(spec.counts_dtype, spec.data_dtype, spec.x_format))
+    if spec.indices_codec not in (None, "none"):
+        msg = f"storage indices_codec must be 'none' (uncompressed) or None (compressed like the values), not {spec.indices_codec!r}"
+        raise ValueError(msg)
     idx = np.dtype(spec.indices_dtype)
     if spec.x_format == "csr" and (idx.kind not in "iu" or np.iinfo(idx).max < n_vars - 1):
         msg = f"storage indices_dtype {idx} cannot index {n_vars} genes; use 'int32' (or 'uint16' below 65536 genes)"
