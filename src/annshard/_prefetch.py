@@ -10,8 +10,10 @@ re-raised there; the consumer never waits forever on a thread that died.
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -20,6 +22,24 @@ if TYPE_CHECKING:
 __all__ = ["Prefetcher"]
 
 _DONE = object()
+_LIVE: weakref.WeakSet[Prefetcher] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    """Stop every prefetch thread before the interpreter finalises.
+
+    A loop left early keeps its epoch's threads alive until the generator is
+    collected; at exit, Python kills daemon threads when they next take the GIL,
+    and one killed while inside zarrs' Rust code aborts the process ("FATAL:
+    exception not rethrown"). All threads are told to stop first (a consumer
+    stage may be waiting on a producer stage), then each is joined.
+    """
+    live = list(_LIVE)
+    for p in live:
+        p._stop.set()
+    for p in live:
+        p.close()
 
 
 class Prefetcher:
@@ -39,6 +59,7 @@ class Prefetcher:
         self._stop = threading.Event()
         self._held = False
         self._thread = threading.Thread(target=self._run, name="annshard-prefetch", daemon=True)
+        _LIVE.add(self)
         self._thread.start()
 
     def _run(self) -> None:
