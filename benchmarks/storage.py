@@ -11,9 +11,10 @@ in a fresh process each and with the files in page cache:
 - load: ``annshard.Loader`` at (batch 4096, chunk 32, preload 256), 2 epochs (cells/s).
 
 Variants change one thing at a time from what ``write_collection`` chooses for
-this (raw count) data, ``StorageSpec(counts_dtype="uint16")``: how values are
-stored (counts or as float32), codec and level, blosc shuffle, inner chunk
-length (``chunk_elems``), zarr shard length (``shard_elems``) and the index dtype. Repeats are interleaved over variants.
+this (raw count) data, ``StorageSpec(counts_dtype="uint16", indices_codec="none")``:
+how values are stored (counts or as float32), whether gene indices are
+compressed, codec and level, blosc shuffle, inner chunk length (``chunk_elems``),
+zarr shard length (``shard_elems``) and the index dtype. Repeats are interleaved over variants.
 Writes ``benchmarks/out/storage.json`` and prints a markdown table.
 """
 
@@ -38,15 +39,17 @@ OUT_DIR = Path(__file__).resolve().parent / "out"
 
 
 def variants() -> dict[str, StorageSpec]:
-    base = StorageSpec(counts_dtype="uint16")  # what write_collection picks for whole-number values
+    # what write_collection picks for whole-number values
+    base = StorageSpec(counts_dtype="uint16", indices_codec="none")
     v = {"default": base}
+    v["indices compressed"] = replace(base, indices_codec=None)
     v["float32 values"] = replace(base, counts_dtype=None)
     v["float32 values, bitshuffle"] = replace(base, counts_dtype=None, shuffle="bitshuffle")
+    v["previous layout (float32 values, indices compressed)"] = replace(base, counts_dtype=None, indices_codec=None)
     v["zstd clevel 3"] = replace(base, codec="zstd", clevel=3)
     v["zstd clevel 1"] = replace(base, codec="zstd", clevel=1)
     v["lz4 clevel 1"] = replace(base, clevel=1)
     v["lz4 clevel 9"] = replace(base, clevel=9)
-    v["lz4 bitshuffle (indices too)"] = replace(base, shuffle="bitshuffle")
     v["no compression"] = replace(base, codec="none")
     for e in (4096, 8192, 16384, 65536):
         if e != base.chunk_elems:
