@@ -297,7 +297,10 @@ def write_collection(
         Rows per shard; by default the most that fit the memory budget.
     storage
         A full :class:`~annshard._format.StorageSpec`, or a dict overriding fields of the automatic
-        one (CSR, lz4, ``uint16`` gene indices when there are fewer than 65536 genes, the sources' dtype).
+        one: CSR, values in the sources' dtype compressed with lz4, and stored as ``uint16`` counts when
+        every value is a whole number in ``[0, 65535]`` (``{"counts_dtype": None}`` opts out; readers see
+        the sources' dtype either way); gene indices ``uint16`` when there are fewer than 65536 genes,
+        uncompressed (``{"indices_codec": None}`` compresses them, for network storage or a tight disk).
     dense
         Store ``X`` dense (``True``) or CSR (``False``); default: dense only when every source is dense.
     overwrite
