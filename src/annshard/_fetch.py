@@ -41,6 +41,23 @@ if TYPE_CHECKING:
 __all__ = ["Block", "BlockReader", "RunsIndexer"]
 
 
+def _pieces(runs: NDArray[np.int64], chunk: int) -> Iterator[tuple[int, int, int, int]]:
+    """Split runs of a chunked axis at chunk borders: ``(chunk index, start in it, stop in it, start in output)``.
+
+    The runs are laid out one after the other in the output.
+    """
+    out = 0
+    for start, stop in runs.tolist():
+        pos = start
+        while pos < stop:
+            ci = pos // chunk
+            c0 = ci * chunk
+            end = min(stop, c0 + chunk)
+            yield ci, pos - c0, end - c0, out
+            out += end - pos
+            pos = end
+
+
 class RunsIndexer:
     """A zarr indexer selecting several ``[start, stop)`` runs of a 1-D (or row runs of a 2-D) array.
 
@@ -58,23 +75,13 @@ class RunsIndexer:
     def __iter__(self) -> Iterator[ChunkProjection]:
         c, n = self._chunk, self._len
         full = tuple(slice(0, e) for e in self._extra)
-        out = 0
-        for start, stop in self.runs.tolist():
-            pos = start
-            while pos < stop:
-                ci = pos // c
-                c0 = ci * c
-                end = min(stop, c0 + c)
-                clen = min(c, n - c0)
-                sel = (slice(pos - c0, end - c0), *full)
-                yield ChunkProjection(
-                    (ci, *(0 for _ in self._extra)),
-                    sel,
-                    (slice(out, out + end - pos), *full),
-                    pos == c0 and end - c0 == clen,
-                )
-                out += end - pos
-                pos = end
+        for ci, a, b, out in _pieces(self.runs, c):
+            yield ChunkProjection(
+                (ci, *(0 for _ in self._extra)),
+                (slice(a, b), *full),
+                (slice(out, out + b - a), *full),
+                a == 0 and b == min(c, n - ci * c),
+            )
 
 
 class DirectRuns:
@@ -93,7 +100,6 @@ class DirectRuns:
         self._item = chunk_item
         meta = array._async_array.metadata
         self._chunk = int((array.shards or array.chunks)[0])
-        self._len = int(array.shape[0])
         self._extra = [int(e) for e in array.shape[1:]]
         self._keys: dict[int, str] = {}
         self._prefix = f"{array.path}/" if array.path else ""
@@ -122,29 +128,20 @@ class DirectRuns:
 
     def read(self, runs: NDArray[np.int64], out: np.ndarray) -> None:
         """Decode ``runs`` (``(n, 2)`` start, stop) one after the other into ``out``."""
-        c = self._chunk
         extra = self._extra
         full = [slice(0, e) for e in extra]
         shape = [int(out.shape[0]), *extra]
-        items = []
-        pos_out = 0
-        for start, stop in runs.tolist():
-            pos = start
-            while pos < stop:
-                ci = pos // c
-                c0 = ci * c
-                end = min(stop, c0 + c)
-                items.append(
-                    self._item(
-                        key=self._key(ci),
-                        chunk_subset=[slice(pos - c0, end - c0), *full],
-                        chunk_shape=[c, *extra],
-                        subset=[slice(pos_out, pos_out + end - pos), *full],
-                        shape=shape,
-                    )
-                )
-                pos_out += end - pos
-                pos = end
+        chunk_shape = [self._chunk, *extra]
+        items = [
+            self._item(
+                key=self._key(ci),
+                chunk_subset=[slice(a, b), *full],
+                chunk_shape=chunk_shape,
+                subset=[slice(o, o + b - a), *full],
+                shape=shape,
+            )
+            for ci, a, b, o in _pieces(runs, self._chunk)
+        ]
         if items:
             self._impl.retrieve_chunks_and_apply_index(items, out)
 
@@ -339,7 +336,7 @@ class BlockReader:
         jobs: list[Any],
         chunks: NDArray[np.int64],
         shard_ids: np.ndarray,
-        direct: list[tuple[DirectRuns, NDArray[np.int64], np.ndarray]] = (),  # type: ignore[assignment]
+        direct: list[tuple[DirectRuns, NDArray[np.int64], np.ndarray]],
     ) -> None:
         try:
             for reader, runs, out in direct:
