@@ -58,7 +58,7 @@ class StorageSpec:
     (whole numbers) are stored in ``counts_dtype`` through zarr's
     ``numcodecs.fixedscaleoffset`` codec (scale 1, offset 0, bitshuffled):
     every reader, zarr-python and anndata included, still sees ``data_dtype``
-    values, bit for bit, while a third fewer bytes are decoded per value.
+    values, exactly (an explicit -0.0 reads back as 0.0), while fewer bytes are decoded per value.
 
     Attributes
     ----------

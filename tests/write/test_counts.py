@@ -94,13 +94,16 @@ def test_dense_collections_never_store_counts(tmp_path):
     assert coll.manifest.storage.counts_dtype is None
 
 
-def test_integer_sources_are_stored_as_counts(tmp_path, roundtrip):
+@pytest.mark.parametrize("dtype", ["int32", "int64", "float64"])
+def test_other_dtypes_are_stored_as_counts(tmp_path, roundtrip, dtype):
     a = _counts(70, 9)
-    a.X = a.X.astype(np.int32)
+    a.X = a.X.astype(dtype)
     coll = annshard.write_collection({"a": a}, tmp_path / "c.zarr")
-    assert coll.manifest.storage.data_dtype == "int32"
+    assert coll.manifest.storage.data_dtype == dtype
     assert coll.manifest.storage.counts_dtype == "uint16"
     roundtrip(coll, {"a": a})
+    loader = annshard.Loader(coll, batch_size=30, chunk_size=3, preload_nchunks=4)
+    assert {b.X.dtype for b in loader} == {np.dtype(dtype)}  # zarrs reads it (a fallback to zarr would warn)
 
 
 def test_append_to_counts_collection_refuses_non_counts_and_changes_nothing(tmp_path, roundtrip):
