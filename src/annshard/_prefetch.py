@@ -1,10 +1,10 @@
-"""A background thread that reads and permutes the next preload block while the consumer works.
+"""A background pipeline stage: a thread produces results ahead of the consumer, a bounded number at a time.
 
-Memory bound: the thread may only start reading a block when one of two
-*slots* is free, and the consumer frees a slot when it moves past a block. So
-at most two blocks are alive at once (the one being consumed and the one being
-read or waiting), plus the transient copy made while permuting a block and the
-rows of one batch. An exception in the thread is handed to the consumer and
+The loader stacks two of them: one reads preload blocks, one gathers batches
+from them. Memory bound: the thread may only start a result when one of its
+*slots* is free, and the consumer frees a slot when it moves past a result
+(with two slots: the block being consumed and the one being read or waiting).
+An exception in the thread is handed to the consumer and
 re-raised there; the consumer never waits forever on a thread that died.
 """
 
