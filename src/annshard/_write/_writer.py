@@ -105,6 +105,8 @@ def _auto_spec(
             dense = all(s.x_format == "dense" for s in sources)
         dtypes = {s.x_dtype for s in sources}
         data_dtype = next(iter(dtypes)) if len(dtypes) == 1 else np.result_type(*dtypes)
+        if np.dtype(data_dtype) == np.float16:
+            data_dtype = np.float32  # scipy.sparse has no float16; float32 holds every float16 value exactly
         spec = StorageSpec(
             x_format="dense" if dense else "csr",
             data_dtype=str(np.dtype(data_dtype)),
@@ -118,6 +120,9 @@ def _auto_spec(
                 msg = f"storage has unknown keys {sorted(unknown)}; valid keys: {sorted(spec.to_dict())}"
                 raise ValueError(msg)
             spec = replace(spec, **dict(storage))
+    if np.dtype(spec.data_dtype) == np.float16:
+        msg = "storage data_dtype float16 is not supported (scipy.sparse has no float16); use 'float32'"
+        raise ValueError(msg)
     spec = replace(spec, counts_dtype=check_counts_dtype(spec.counts_dtype, spec.data_dtype, spec.x_format))
     if spec.indices_codec not in (None, "none"):
         msg = f"storage indices_codec must be 'none' (uncompressed) or None (compressed like the values), not {spec.indices_codec!r}"
@@ -393,7 +398,7 @@ def write_collection(
                     obs_columns=tuple([c.obs_column() for c in columns] + _source_columns(names)),
                     layer=layer,
                     created_by=_version(),
-                    extra={"memory_budget": budget, "n_obs_per_shard": max(layout.shard_rows)},
+                    extra={"memory_budget": budget, "n_obs_per_shard": max(layout.shard_rows), **_notes(srcs)},
                 )
                 commit_manifest(tmp, manifest)
                 _install(tmp, path, overwrite=overwrite)
@@ -405,6 +410,14 @@ def write_collection(
             for s in srcs:
                 s.close()
     return open_collection(path)
+
+
+def _notes(sources: list[Source]) -> dict[str, Any]:
+    """Manifest notes on how values were converted (float16 sources are stored as float32)."""
+    f16 = [s.name for s in sources if s.x_dtype == np.float16]
+    if not f16:
+        return {}
+    return {"notes": [f"float16 X of {f16} stored as float32 (exact; scipy.sparse has no float16)"]}
 
 
 def _install(tmp: Path, path: Path, *, overwrite: bool) -> None:
