@@ -452,6 +452,23 @@ def _attr(node: Any, key: str, default: Any = None) -> Any:
     return v
 
 
+def _locate_unreadable(key: str, node: Any) -> tuple[str, Any]:
+    """Find the innermost element under ``node`` whose encoding anndata has no reader for (error path only)."""
+    import anndata as ad
+    from anndata._io.specs.registry import IORegistryError
+
+    if not hasattr(node, "keys"):
+        return key, node
+    for k in node:
+        try:
+            ad.io.read_elem(node[k])
+        except IORegistryError:
+            return _locate_unreadable(f"{key}/{k}", node[k])
+        except Exception:  # noqa: BLE001 - only encodings are located here
+            continue
+    return key, node
+
+
 class StoreSource(Source):
     """An AnnData stored in an ``.h5ad`` file or a zarr store, read in row blocks with anndata's readers."""
 
@@ -515,10 +532,11 @@ class StoreSource(Source):
     def _unknown_encoding(self, key: str, node: Any, cause: BaseException | None = None) -> SourceError:
         from importlib.metadata import version
 
+        key, node = _locate_unreadable(key, node)
         enc, ver = _attr(node, "encoding-type"), _attr(node, "encoding-version")
         fix = (
-            f"annshard reads every encoding anndata {version('anndata')} reads: update anndata, or re-write "
-            "the file with a version that writes an encoding it reads"
+            f"annshard reads every encoding that anndata {version('anndata')} reads: update anndata if a newer one "
+            "reads it, or re-write the file without this element (or with it in a standard encoding)"
         )
         return self._fail(
             key, f"has encoding-type {enc!r}, encoding-version {ver!r}, which anndata cannot read", fix, cause
