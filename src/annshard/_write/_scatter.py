@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ._counts import check_exact
 from ._gather import CSRParts, take_rows
 from ._memory import trim
 
@@ -159,7 +160,11 @@ def _scatter_block(
 ) -> None:
     order = np.argsort(labels, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(counts)])
-    X = reindex_block(src.read_x(start, stop), layout, i)
+    block = src.read_x(start, stop)
+    if not np.can_cast(block.dtype, layout.value_dtype, "safe"):  # before the cast: refuse values it would change
+        check_exact(block.data if sp.issparse(block) else block.ravel(), layout.value_dtype, src.label, src.element)
+    X = reindex_block(block, layout, i)
+    del block
     if sp.issparse(X) and layout.spec.counts_dtype is not None:
         layout.value_stats[i].update(X.data)
     if sp.issparse(X):

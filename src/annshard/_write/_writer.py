@@ -541,9 +541,10 @@ def append_collection(
         try:
             genes = plan_genes_into(srcs, var, m.join)
             columns = plan_obs(srcs, None, obs_conflicts=obs_conflicts, existing=m.obs_columns)
-            for s in srcs:
-                if not np.can_cast(s.x_dtype, m.storage.data_dtype, "safe"):
-                    msg = f"{s.label}: values are cast from {s.x_dtype} to the collection's {m.storage.data_dtype}"
+            for s in srcs:  # other unsafe casts are checked value by value before the cast (refused if lossy)
+                stored = np.dtype(m.storage.data_dtype)
+                if s.x_dtype.kind == "f" and stored.kind == "f" and not np.can_cast(s.x_dtype, stored, "safe"):
+                    msg = f"{s.label}: values are rounded from {s.x_dtype} to the collection's {stored}"
                     warnings.warn(msg, UserWarning, stacklevel=2)
             new_names = _unique_names([s.name for s in srcs], old_names, generation)
             names = old_names + new_names
