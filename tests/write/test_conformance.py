@@ -284,3 +284,38 @@ def test_legacy_conforms(tmp_path, case, mixed, legacy_writers, read_collection)
     coll = _convert(tmp_path, [path], None, partner=mixed)
     check_conforms(coll, path.name, expected, None, read_collection)
     assert coll.manifest.obs_columns[0].kind == "categorical"
+
+
+@pytest.mark.parametrize("storage", ["dense", "csr"])
+def test_float16_is_stored_as_float32_and_every_output_loads(tmp_path, storage):
+    a = _x_case("float16", "dense")()
+    path = _write(tmp_path, a, "h5ad", "half")
+    coll = annshard.write_collection([path], tmp_path / "out.zarr", dense=storage == "dense")
+    assert coll.manifest.storage.data_dtype == "float32"
+    assert "float16" in coll.manifest.extra["notes"][0]
+    want = a.X.astype(np.float32)
+    for output in ("scipy", "numpy", "torch"):
+        if output == "torch":
+            torch = pytest.importorskip("torch")
+        loader = annshard.Loader(
+            coll.path, batch_size=32, chunk_size=8, preload_nchunks=4, output=output, obs_columns=["source_row"]
+        )
+        seen = 0
+        for batch in loader:
+            X = batch.X
+            if output == "torch":
+                assert X.dtype == torch.float32
+                X = (X.to_dense() if X.layout != torch.strided else X).numpy()
+            elif sp.issparse(X):
+                X = X.toarray()
+            assert X.dtype == np.float32, output
+            rows = np.asarray(batch.obs["source_row"])
+            np.testing.assert_array_equal(X, want[rows])
+            seen += X.shape[0]
+        assert seen == a.n_obs
+
+
+def test_float16_storage_dtype_is_refused(tmp_path):
+    a = _base()
+    with pytest.raises(ValueError, match="storage data_dtype float16 is not supported"):
+        annshard.write_collection([a], tmp_path / "o.zarr", storage={"data_dtype": "float16"})

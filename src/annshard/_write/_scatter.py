@@ -161,6 +161,8 @@ def _scatter_block(
     order = np.argsort(labels, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(counts)])
     block = src.read_x(start, stop)
+    if block.dtype == np.float16:  # stored as float32 (exact): scipy.sparse has no float16
+        block = block.astype(np.float32)
     if not np.can_cast(block.dtype, layout.value_dtype, "safe"):  # before the cast: refuse values it would change
         check_exact(block.data if sp.issparse(block) else block.ravel(), layout.value_dtype, src.label, src.element)
     X = reindex_block(block, layout, i)

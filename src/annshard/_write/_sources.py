@@ -570,6 +570,14 @@ class StoreSource(Source):
         if enc in ("csr_matrix", "csc_matrix"):
             shape = tuple(int(s) for s in _attr(node, "shape"))
             data = node["data"]
+            if np.dtype(data.dtype) == np.float16:  # anndata cannot read it either
+                if not strict:
+                    return None
+                raise self._fail(
+                    key,
+                    "is a sparse matrix of float16 values, which scipy.sparse (and so anndata) cannot hold",
+                    "re-write it with float32 values",
+                )
             return MatrixInfo("csr" if enc == "csr_matrix" else "csc", np.dtype(data.dtype), shape, int(data.shape[0]))
         if enc == "array" and len(node.shape) == 2 and np.dtype(node.dtype).kind in "biuf":
             shape = tuple(int(s) for s in node.shape)
