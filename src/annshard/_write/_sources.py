@@ -534,6 +534,13 @@ class StoreSource(Source):
 
         key, node = _locate_unreadable(key, node)
         enc, ver = _attr(node, "encoding-type"), _attr(node, "encoding-version")
+        if enc is None:
+            return self._fail(
+                key,
+                "has no encoding metadata (written by anndata < 0.7?) and anndata cannot read it in place",
+                "read the file with anndata.read_h5ad / read_zarr and write it again with a current anndata",
+                cause,
+            )
         fix = (
             f"annshard reads every encoding that anndata {version('anndata')} reads: update anndata if a newer one "
             "reads it, or re-write the file without this element (or with it in a standard encoding)"
