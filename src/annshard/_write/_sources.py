@@ -409,7 +409,6 @@ class BackedSource(AnnDataSource):
     """An ``.h5ad`` without encoding metadata (anndata < 0.7), read with ``anndata.read_h5ad(path, backed="r")``."""
 
     def __init__(self, path: Path, name: str, *, layer: str | None) -> None:
-        self._file_path = path
         adata = self._read(path)
         try:
             super().__init__(adata, name, layer=layer, kind="h5ad", path=path)
