@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     import anndata as ad
 
-__all__ = ["ColumnSchema", "Source", "open_source", "open_sources"]
+__all__ = ["ColumnSchema", "MatrixInfo", "Source", "open_source", "open_sources"]
 
 ColumnKind = Literal["categorical", "numeric", "bool", "string"]
 
@@ -59,6 +59,28 @@ class ColumnSchema:
     categories: tuple[Any, ...] | None = None
     ordered: bool = False
     nullable: bool = False
+
+
+@dataclass(frozen=True)
+class MatrixInfo:
+    """How one matrix element (``X``, ``layers/<k>``, ``obsm/<k>``) of a source is stored.
+
+    Attributes
+    ----------
+    format
+        ``"csr"``, ``"csc"`` or ``"dense"``.
+    dtype
+        dtype of the values.
+    shape
+        ``(n_obs, n_cols)``.
+    nnz
+        Stored values (``n_obs * n_cols`` for dense).
+    """
+
+    format: Literal["csr", "csc", "dense"]
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    nnz: int
 
 
 def _column_schema_from_pandas(s: pd.Series) -> ColumnSchema:
@@ -130,6 +152,18 @@ class Source(ABC):
     @abstractmethod
     def read_x(self, start: int, stop: int) -> sp.csr_matrix | np.ndarray:
         """Rows ``start:stop`` of ``X`` (or the chosen layer), as CSR or dense, in the source's gene order."""
+
+    @abstractmethod
+    def matrix_keys(self) -> list[str]:
+        """The matrix elements of the source: ``"X"`` (when present), ``"layers/<k>"``, ``"obsm/<k>"``."""
+
+    @abstractmethod
+    def matrix_info(self, element: str) -> MatrixInfo:
+        """How ``element`` is stored."""
+
+    @abstractmethod
+    def read_matrix(self, element: str, start: int, stop: int) -> sp.csr_matrix | np.ndarray:
+        """Rows ``start:stop`` of ``element``, as CSR or dense."""
 
     @abstractmethod
     def read_obs(self, name: str, start: int, stop: int) -> np.ndarray:
@@ -215,6 +249,38 @@ class MemorySource(Source):
         self.var = var
         self._obs = adata.obs
         self.obs_schema = {str(c): _column_schema_from_pandas(adata.obs[c]) for c in adata.obs.columns}
+        self._matrices: dict[str, Any] = {}
+        if adata.X is not None:
+            self._matrices["X"] = adata.X
+        self._matrices.update({f"layers/{k}": v for k, v in adata.layers.items()})
+        self._matrices.update({f"obsm/{k}": v for k, v in adata.obsm.items()})
+
+    def matrix_keys(self) -> list[str]:
+        """The matrix elements."""
+        return list(self._matrices)
+
+    def _matrix(self, element: str) -> Any:
+        if element not in self._matrices:
+            raise self._fail(element, "not found", f"available: {self.matrix_keys()}")
+        return self._matrices[element]
+
+    def matrix_info(self, element: str) -> MatrixInfo:
+        """How ``element`` is stored."""
+        m = self._matrix(element)
+        if isinstance(m, pd.DataFrame):
+            raise self._fail(element, "is a DataFrame", "store it as a numeric array")
+        if sp.issparse(m):
+            fmt: Literal["csr", "csc", "dense"] = "csr" if m.format == "csr" else "csc"
+            return MatrixInfo(fmt, np.dtype(m.dtype), tuple(m.shape), int(m.nnz))
+        m = np.asarray(m)
+        return MatrixInfo("dense", np.dtype(m.dtype), tuple(m.shape), int(m.size))
+
+    def read_matrix(self, element: str, start: int, stop: int) -> sp.csr_matrix | np.ndarray:
+        """Rows ``start:stop`` of ``element``."""
+        m = self._matrix(element)
+        if sp.issparse(m):
+            return m[start:stop].tocsr()
+        return np.asarray(m[start:stop])
 
     def read_x(self, start: int, stop: int) -> sp.csr_matrix | np.ndarray:
         """Rows ``start:stop`` of ``X``."""
@@ -395,6 +461,48 @@ class StoreSource(Source):
                 self.element, f"rows {start}:{stop} cannot be read ({e})", "the file is truncated or corrupt", e
             ) from e
 
+    def matrix_keys(self) -> list[str]:
+        """The matrix elements."""
+        root = self._get_root()
+        keys = ["X"] if "X" in root else []
+        for group in ("layers", "obsm"):
+            if group in root and hasattr(root[group], "keys"):
+                keys += [f"{group}/{k}" for k in root[group]]
+        return keys
+
+    def matrix_info(self, element: str) -> MatrixInfo:
+        """How ``element`` is stored."""
+        root = self._get_root()
+        if element not in root:
+            raise self._fail(element, "not found", f"available: {self.matrix_keys()}")
+        node = root[element]
+        enc = _attr(node, "encoding-type")
+        if enc in ("csr_matrix", "csc_matrix"):
+            shape = tuple(int(v) for v in _attr(node, "shape"))
+            fmt: Literal["csr", "csc", "dense"] = "csr" if enc == "csr_matrix" else "csc"
+            return MatrixInfo(fmt, np.dtype(node["data"].dtype), shape, int(node["data"].shape[0]))
+        if hasattr(node, "shape") and hasattr(node, "dtype") and len(node.shape) in (1, 2):
+            shape = tuple(int(v) for v in node.shape)
+            if len(shape) == 1:
+                shape = (shape[0], 1)
+            return MatrixInfo("dense", np.dtype(node.dtype), shape, int(np.prod(shape)))
+        raise self._fail(element, f"has encoding {enc!r}", "store it as a CSR, CSC or dense numeric array")
+
+    def read_matrix(self, element: str, start: int, stop: int) -> sp.csr_matrix | np.ndarray:
+        """Rows ``start:stop`` of ``element``."""
+        import anndata as ad
+
+        node = self._node(element)
+        try:
+            if _attr(node, "encoding-type") in ("csr_matrix", "csc_matrix"):
+                return sp.csr_matrix(ad.io.sparse_dataset(node)[start:stop])
+            out = np.asarray(node[start:stop])
+            return out.reshape(-1, 1) if out.ndim == 1 else out
+        except Exception as e:
+            raise self._fail(
+                element, f"rows {start}:{stop} cannot be read ({e})", "the file is truncated or corrupt", e
+            ) from e
+
     def _csc_as_csr(self) -> sp.csr_matrix:
         # CSC cannot be read in row blocks; it is converted once, in memory (documented limitation)
         if self._csc_cache is None:
@@ -432,7 +540,10 @@ class StoreSource(Source):
     def read_obs_names(self, start: int, stop: int) -> np.ndarray:
         """Rows of the obs index."""
         try:
-            return _slice(self._obs[self._index_key], start, stop).astype(str).astype(object)
+            node = self._obs[self._index_key]
+            if _attr(node, "encoding-type") == "nullable-string-array":
+                node = node["values"]
+            return _slice(node, start, stop).astype(str).astype(object)
         except Exception as e:
             raise self._fail("obs index", f"rows {start}:{stop} cannot be read ({e})", "the file is corrupt", e) from e
 
