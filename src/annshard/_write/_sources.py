@@ -155,7 +155,7 @@ class Source(ABC):
 
     @abstractmethod
     def matrix_keys(self) -> list[str]:
-        """The matrix elements of the source: ``"X"`` (when present), ``"layers/<k>"``, ``"obsm/<k>"``."""
+        """Return the matrix elements of the source: ``"X"`` (when present), ``"layers/<k>"``, ``"obsm/<k>"``."""
 
     @abstractmethod
     def matrix_info(self, element: str) -> MatrixInfo:
@@ -256,7 +256,7 @@ class MemorySource(Source):
         self._matrices.update({f"obsm/{k}": v for k, v in adata.obsm.items()})
 
     def matrix_keys(self) -> list[str]:
-        """The matrix elements."""
+        """Return the matrix elements."""
         return list(self._matrices)
 
     def _matrix(self, element: str) -> Any:
@@ -462,7 +462,7 @@ class StoreSource(Source):
             ) from e
 
     def matrix_keys(self) -> list[str]:
-        """The matrix elements."""
+        """Return the matrix elements."""
         root = self._get_root()
         keys = ["X"] if "X" in root else []
         for group in ("layers", "obsm"):
