@@ -252,7 +252,7 @@ class MemorySource(Source):
         self._matrices: dict[str, Any] = {}
         if adata.X is not None:
             self._matrices["X"] = adata.X
-        self._matrices.update({f"layers/{k}": v for k, v in adata.layers.items()})
+        self._matrices.update({f"layers/{k}": v for k, v in adata.layers.items() if k is not None})
         self._matrices.update({f"obsm/{k}": v for k, v in adata.obsm.items()})
 
     def matrix_keys(self) -> list[str]:
