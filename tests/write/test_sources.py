@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -136,3 +137,73 @@ def test_source_names(tmp_path):
     assert names[0].endswith("x/d.h5ad") and names[1].endswith("y/d.h5ad")
     assert names[2:] == ["adata-2", "e.h5ad"]
     assert [n for n, _ in source_names({"first": a})] == ["first"]
+
+
+# -- the matrix contract: matrix_keys / matrix_info / read_matrix ---------------------------------------------------
+def _contract_adata():
+    a = make_adata(40, 12, nnz_per_cell=4, seed=5)
+    a.layers["counts"] = sp.csc_matrix(a.X * 2)
+    a.layers["dense"] = a.X.toarray().astype(np.float64)
+    rng = np.random.default_rng(0)
+    a.obsm["X_pca"] = rng.normal(size=(40, 3)).astype(np.float32)
+    a.obsm["X_sp"] = sp.random(40, 6, density=0.3, format="csr", random_state=1, dtype=np.float32)
+    a.obsm["frame_num"] = pd.DataFrame(
+        {"u": np.arange(40, dtype=np.int16), "v": pd.array([*range(39), None], dtype="Int32")}, index=a.obs_names
+    )
+    a.obsm["frame_str"] = pd.DataFrame({"w": [f"s{i}" for i in range(40)]}, index=a.obs_names)
+    return a
+
+
+@pytest.mark.parametrize("kind", ["memory", "h5ad", "zarr", "backed"])
+def test_matrix_contract(tmp_path, kind):
+    a = _contract_adata()
+    if kind == "h5ad" or kind == "backed":
+        a.write_h5ad(tmp_path / "a.h5ad")
+        obj = tmp_path / "a.h5ad" if kind == "h5ad" else ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    elif kind == "zarr":
+        a.write_zarr(tmp_path / "a.zarr")
+        obj = tmp_path / "a.zarr"
+    else:
+        obj = a
+    s = open_source(obj, "s")
+    keys = s.matrix_keys()  # X, then layers, then obsm; within a group in the store's order
+    assert keys[:3] == ["X", "layers/counts", "layers/dense"]
+    assert sorted(keys[3:]) == ["obsm/X_pca", "obsm/X_sp", "obsm/frame_num"]
+    expected = {
+        "X": ("csr", a.X.dtype, a.X.nnz, a.X.toarray()),
+        "layers/counts": ("csc", a.X.dtype, a.X.nnz, (a.X * 2).toarray()),
+        "layers/dense": ("dense", np.float64, 40 * 12, a.layers["dense"]),
+        "obsm/X_pca": ("dense", np.float32, 40 * 3, a.obsm["X_pca"]),
+        "obsm/X_sp": ("csr", np.float32, a.obsm["X_sp"].nnz, a.obsm["X_sp"].toarray()),
+        "obsm/frame_num": ("dense", np.float64, 80, a.obsm["frame_num"].to_numpy(dtype=np.float64, na_value=np.nan)),
+    }
+    for key, (fmt, dtype, nnz, full) in expected.items():
+        info = s.matrix_info(key)
+        assert (info.format, info.dtype, info.shape, info.nnz) == (fmt, np.dtype(dtype), full.shape, nnz), key
+        block = s.read_matrix(key, 7, 19)
+        if fmt == "dense":
+            assert isinstance(block, np.ndarray) and block.dtype == np.dtype(dtype)
+            np.testing.assert_array_equal(block, full[7:19])
+        else:
+            assert sp.issparse(block) and block.format == "csr" and block.dtype == np.dtype(dtype)
+            np.testing.assert_array_equal(block.toarray(), full[7:19])
+    np.testing.assert_array_equal(s.read_x(3, 9).toarray(), s.read_matrix("X", 3, 9).toarray())
+    for bad in ("obsm/frame_str", "layers/nope", "obsm/nope"):
+        with pytest.raises(SourceError, match=rf"{bad}: .*matrices: \["):
+            s.matrix_info(bad)
+    s.close()
+    if kind == "backed":
+        obj.file.close()
+
+
+def test_x_none_with_layer(tmp_path):
+    a = make_adata(30, 10, nnz_per_cell=3)
+    b = ad.AnnData(obs=a.obs, var=a.var, layers={"counts": a.X})
+    b.write_h5ad(tmp_path / "b.h5ad")
+    b.write_zarr(tmp_path / "b.zarr")
+    for obj in (b, tmp_path / "b.h5ad", tmp_path / "b.zarr"):
+        s = open_source(obj, "b", layer="counts")
+        assert s.matrix_keys() == ["layers/counts"] and s.element == "layers/counts"
+        np.testing.assert_array_equal(s.read_x(0, 30).toarray(), a.X.toarray())
+        with pytest.raises(SourceError, match=r"X: X is missing \(None\)"):
+            open_source(obj, "b")

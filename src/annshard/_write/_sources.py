@@ -1,13 +1,22 @@
 """Sources: ``.h5ad`` files, AnnData zarr stores and in-memory AnnData, opened lazily.
 
-A :class:`Source` reads shapes, ``var`` and the obs schema when it is opened,
-and row blocks of ``X`` and of each obs column on demand, so a source is never
-held in memory as a whole. ``.h5ad`` files are read with h5py and zarr stores
-with zarr, slicing ``data`` / ``indices`` / ``indptr`` directly: one
-contiguous read per block, no per-row work. In-memory AnnData is sliced.
+Every element is read with anndata's own IO, so any file that
+``anndata.read_h5ad`` / ``anndata.read_zarr`` reads is read with the same
+values and dtypes:
 
-Every problem is raised as a :class:`~annshard.SourceError` that names the
-source, the element and the fix.
+- ``obs`` and ``var`` with :func:`anndata.io.read_elem` (whole, per source, as
+  anndata does; ``obs`` is dropped again when the source is closed);
+- CSR matrices in row blocks with :func:`anndata.io.sparse_dataset`
+  (``[start:stop]``), CSC matrices whole with ``read_elem`` (converted to CSR in
+  memory once: CSC cannot be read by rows), dense arrays by slicing the stored
+  array; numeric ``obsm`` DataFrames whole with ``read_elem``;
+- ``.h5ad`` files without encoding metadata (anndata < 0.7) through
+  ``anndata.read_h5ad(path, backed="r")``: ``X`` stays on disk.
+
+A :class:`Source` exposes every row-aligned matrix (``X``, ``layers/<k>``,
+``obsm/<k>``) through :meth:`Source.matrix_keys`, :meth:`Source.matrix_info`
+and :meth:`Source.read_matrix`. Every problem is raised as a
+:class:`~annshard.SourceError` that names the source, the element and the fix.
 """
 
 from __future__ import annotations
@@ -34,6 +43,29 @@ if TYPE_CHECKING:
 __all__ = ["ColumnSchema", "MatrixInfo", "Source", "open_source", "open_sources"]
 
 ColumnKind = Literal["categorical", "numeric", "bool", "string"]
+MatrixFormat = Literal["csr", "csc", "dense"]
+
+
+@dataclass(frozen=True)
+class MatrixInfo:
+    """How one row-aligned matrix is stored in a source.
+
+    Attributes
+    ----------
+    format
+        ``"csr"``, ``"csc"`` or ``"dense"``.
+    dtype
+        dtype of the values.
+    shape
+        ``(n_obs, n_cols)``; ``n_obs`` is the source's.
+    nnz
+        Stored values (``n_obs * n_cols`` for dense).
+    """
+
+    format: MatrixFormat
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    nnz: int
 
 
 @dataclass(frozen=True)
@@ -61,28 +93,6 @@ class ColumnSchema:
     nullable: bool = False
 
 
-@dataclass(frozen=True)
-class MatrixInfo:
-    """How one matrix element (``X``, ``layers/<k>``, ``obsm/<k>``) of a source is stored.
-
-    Attributes
-    ----------
-    format
-        ``"csr"``, ``"csc"`` or ``"dense"``.
-    dtype
-        dtype of the values.
-    shape
-        ``(n_obs, n_cols)``.
-    nnz
-        Stored values (``n_obs * n_cols`` for dense).
-    """
-
-    format: Literal["csr", "csc", "dense"]
-    dtype: np.dtype
-    shape: tuple[int, ...]
-    nnz: int
-
-
 def _column_schema_from_pandas(s: pd.Series) -> ColumnSchema:
     dt = s.dtype
     if isinstance(dt, pd.CategoricalDtype):
@@ -103,6 +113,25 @@ def _py(x: Any) -> Any:
     return x.item() if isinstance(x, np.generic) else x
 
 
+def _numeric_frame_dtype(df: pd.DataFrame) -> np.dtype | None:
+    """Return the float dtype numeric DataFrame columns are read as (``None`` if a column is not numeric)."""
+    dts = []
+    for c in df.columns:
+        dt = df[c].dtype
+        if isinstance(dt, pd.CategoricalDtype) or not pd.api.types.is_numeric_dtype(dt):
+            return None
+        dts.append(np.dtype(getattr(dt, "numpy_dtype", dt)))
+    if not dts:
+        return None
+    dt = np.result_type(*dts)
+    return dt if dt.kind == "f" else np.dtype(np.float64)
+
+
+def _frame_as_array(df: pd.DataFrame) -> np.ndarray:
+    dt = _numeric_frame_dtype(df)
+    return df.to_numpy(dtype=dt, na_value=np.nan)
+
+
 class Source(ABC):
     """One input, opened lazily.
 
@@ -118,12 +147,8 @@ class Source(ABC):
         Rows.
     var
         Gene annotations; the index holds the gene names (as strings).
-    x_format
-        ``"csr"``, ``"csc"`` or ``"dense"``.
-    x_dtype
-        dtype of the values.
-    nnz
-        Stored values in ``X`` (``n_obs * n_vars`` for dense).
+    element
+        The matrix written as the collection's ``X``: ``"X"`` or ``"layers/<layer>"``.
     obs_schema
         obs columns in their order.
     """
@@ -133,9 +158,6 @@ class Source(ABC):
     path: Path | None
     n_obs: int
     var: pd.DataFrame
-    x_format: Literal["csr", "csc", "dense"]
-    x_dtype: np.dtype
-    nnz: int
     obs_schema: dict[str, ColumnSchema]
     element: str
 
@@ -149,41 +171,101 @@ class Source(ABC):
         """Number of genes."""
         return int(self.var.shape[0])
 
-    @abstractmethod
-    def read_x(self, start: int, stop: int) -> sp.csr_matrix | np.ndarray:
-        """Rows ``start:stop`` of ``X`` (or the chosen layer), as CSR or dense, in the source's gene order."""
-
+    # -- matrices -----------------------------------------------------------------------------------------------
     @abstractmethod
     def matrix_keys(self) -> list[str]:
-        """Return the matrix elements of the source: ``"X"`` (when present), ``"layers/<k>"``, ``"obsm/<k>"``."""
+        """Every row-aligned matrix: ``"X"`` (when not None), ``"layers/<k>"``, ``"obsm/<k>"`` (array-like obsm)."""
 
     @abstractmethod
     def matrix_info(self, element: str) -> MatrixInfo:
-        """How ``element`` is stored."""
+        """How ``element`` is stored.
+
+        Raises
+        ------
+        SourceError
+            Naming the file and the element, if it is absent or not a matrix annshard reads.
+        """
 
     @abstractmethod
     def read_matrix(self, element: str, start: int, stop: int) -> sp.csr_matrix | np.ndarray:
-        """Rows ``start:stop`` of ``element``, as CSR or dense."""
+        """Rows ``start:stop`` of ``element``: CSR (stored CSR or CSC) or a dense 2-D ndarray."""
 
+    def read_x(self, start: int, stop: int) -> sp.csr_matrix | np.ndarray:
+        """Rows ``start:stop`` of ``X`` (or the chosen layer), as CSR or dense, in the source's gene order."""
+        return self.read_matrix(self.element, start, stop)
+
+    @property
+    def x_info(self) -> MatrixInfo:
+        """:meth:`matrix_info` of :attr:`element`."""
+        return self.matrix_info(self.element)
+
+    @property
+    def x_format(self) -> MatrixFormat:
+        """``"csr"``, ``"csc"`` or ``"dense"``."""
+        return self.x_info.format
+
+    @property
+    def x_dtype(self) -> np.dtype:
+        """Return the dtype of the values."""
+        return self.x_info.dtype
+
+    @property
+    def nnz(self) -> int:
+        """Stored values in ``X`` (``n_obs * n_vars`` for dense)."""
+        return self.x_info.nnz
+
+    def _missing(self, element: str) -> SourceError:
+        keys = self.matrix_keys()
+        if element.startswith("layers/"):
+            what = f"layer {element[7:]!r} not found"
+        elif element == "X":
+            what = "X is missing (None)"
+        else:
+            what = "not found, or not a matrix annshard reads"
+        return self._fail(element, f"{what} (matrices: {keys})", "pick one of them")
+
+    def _check_x(self) -> None:
+        """Check the written matrix and its width against var."""
+        if self.element not in self.matrix_keys():
+            fix = "pass layer=... naming an existing layer" if self.element != "X" else "pass layer=... or add an X"
+            what = f"layer {self.element[7:]!r} not found" if self.element != "X" else "X is missing (None)"
+            raise self._fail(self.element, f"{what} (matrices: {self.matrix_keys()})", fix)
+        info = self.x_info
+        if info.shape[0] != self.n_obs:
+            raise self._fail(
+                self.element, f"has {info.shape[0]} rows but obs has {self.n_obs} rows", "the file is damaged"
+            )
+        if info.shape[1] != self.n_vars:
+            raise self._fail(
+                self.element, f"has {info.shape[1]} columns but var has {self.n_vars} rows", "the file is damaged"
+            )
+
+    # -- obs ----------------------------------------------------------------------------------------------------
     @abstractmethod
+    def obs_frame(self) -> pd.DataFrame:
+        """Return the whole obs DataFrame, as anndata reads it (cached until :meth:`close`)."""
+
     def read_obs(self, name: str, start: int, stop: int) -> np.ndarray:
         """Rows of obs column ``name``: codes (categorical, -1 for missing), values, or objects (string)."""
+        s = self.obs_frame()[name].iloc[start:stop]
+        schema = self.obs_schema[name]
+        if schema.kind == "categorical":
+            return np.asarray(s.cat.codes, dtype=np.int32)
+        if schema.kind == "string":
+            return s.to_numpy(dtype=object, na_value=None)
+        if schema.nullable:
+            return s.to_numpy(dtype=np.float64, na_value=np.nan)
+        return s.to_numpy(dtype=schema.dtype)
 
-    @abstractmethod
     def read_obs_names(self, start: int, stop: int) -> np.ndarray:
         """Rows of the obs index, as an object array of str."""
+        return np.asarray(self.obs_frame().index[start:stop].astype(str), dtype=object)
 
     def string_uniques(self, name: str, limit: int) -> list[Any] | None:
         """Distinct values of a string column in order of appearance, or ``None`` when there are more than ``limit``."""
-        seen: dict[Any, None] = {}
-        step = 1 << 16
-        for start in range(0, self.n_obs, step):
-            vals = self.read_obs(name, start, min(self.n_obs, start + step))
-            for v in pd.unique(pd.Series(vals, dtype=object).dropna()):
-                seen.setdefault(v, None)
-            if len(seen) > limit:
-                return None
-        return list(seen)
+        s = self.obs_frame()[name]
+        uniq = list(pd.unique(s.dropna().to_numpy(dtype=object)))
+        return None if len(uniq) > limit else uniq
 
     def fingerprint(self) -> str | None:
         """Compute a quick content fingerprint of a file source (size, mtime and its first and last MiB)."""
@@ -209,116 +291,160 @@ class Source(ABC):
         return err
 
 
-# -- in-memory AnnData ------------------------------------------------------------------------------------------
-class MemorySource(Source):
-    """An in-memory AnnData, sliced in row blocks."""
+def _var_with_str_index(var: pd.DataFrame) -> pd.DataFrame:
+    var = var.copy()
+    var.index = pd.Index([str(v) for v in var.index], dtype=object, name=var.index.name)
+    return var
 
-    def __init__(self, adata: ad.AnnData, name: str, *, layer: str | None) -> None:
-        self.name, self.kind, self.path = name, "anndata", None
+
+# -- AnnData objects: in memory, or backed (.h5ad files without encoding metadata) ------------------------------
+def _is_matrix(m: Any) -> bool:
+    return sp.issparse(m) or isinstance(m, np.ndarray) or _backed_format(m) is not None or _is_h5_array(m)
+
+
+def _backed_format(m: Any) -> str | None:
+    fmt = getattr(m, "format", None)
+    return fmt if fmt in ("csr", "csc") and hasattr(m, "group") else None
+
+
+def _is_h5_array(m: Any) -> bool:
+    return hasattr(m, "shape") and hasattr(m, "dtype") and len(getattr(m, "shape", ())) == 2 and hasattr(m, "attrs")
+
+
+class AnnDataSource(Source):
+    """An AnnData object, sliced in row blocks (for a backed one, ``X`` is read from its file)."""
+
+    def __init__(
+        self, adata: ad.AnnData, name: str, *, layer: str | None, kind: str = "anndata", path: Path | None = None
+    ) -> None:
+        self.name, self.kind, self.path = name, kind, path
+        self._adata = adata
         self.element = "X" if layer is None else f"layers/{layer}"
-        if layer is None:
-            X = adata.X
-        elif layer in adata.layers:
-            X = adata.layers[layer]
-        else:
-            raise self._fail(
-                self.element, f"layer {layer!r} not found (layers: {list(adata.layers)})", "pick one of them"
-            )
-        if X is None:
-            raise self._fail("X", "is None", "pass layer=... or give the AnnData an X")
-        if sp.issparse(X):
-            self.x_format = "csr" if X.format == "csr" else "csc"
-            X = X.tocsr() if X.format != "csr" else X
-            self.nnz = int(X.nnz)
-        elif isinstance(X, np.ndarray):
-            self.x_format = "dense"
-            self.nnz = int(X.size)
-        else:
-            try:
-                X = np.asarray(X)
-            except Exception as e:
-                raise self._fail(
-                    self.element, f"has unsupported type {type(X).__name__}", "load it into memory", e
-                ) from e
-            self.x_format, self.nnz = "dense", int(X.size)
-        self._X = X
-        self.x_dtype = np.dtype(X.dtype)
+        self._csr: dict[str, sp.csr_matrix] = {}
         self.n_obs = int(adata.n_obs)
-        var = adata.var.copy()
-        var.index = pd.Index([str(v) for v in adata.var_names], dtype=object, name=adata.var_names.name)
-        self.var = var
-        self._obs = adata.obs
+        self.var = _var_with_str_index(adata.var)
         self.obs_schema = {str(c): _column_schema_from_pandas(adata.obs[c]) for c in adata.obs.columns}
-        self._matrices: dict[str, Any] = {}
-        if adata.X is not None:
-            self._matrices["X"] = adata.X
-        self._matrices.update({f"layers/{k}": v for k, v in adata.layers.items() if k is not None})
-        self._matrices.update({f"obsm/{k}": v for k, v in adata.obsm.items()})
+        self._check_x()
+
+    def _get(self, element: str) -> Any:
+        a = self._adata
+        if element == "X":
+            return a.X
+        group, _, key = element.partition("/")
+        if group == "layers" and key in a.layers:
+            return a.layers[key]
+        if group == "obsm" and key in a.obsm:
+            m = a.obsm[key]
+            if isinstance(m, pd.DataFrame):
+                return m if _numeric_frame_dtype(m) is not None else None
+            return m if _is_matrix(m) and len(m.shape) == 2 else None
+        return None
 
     def matrix_keys(self) -> list[str]:
-        """Return the matrix elements."""
-        return list(self._matrices)
-
-    def _matrix(self, element: str) -> Any:
-        if element not in self._matrices:
-            raise self._fail(element, "not found", f"available: {self.matrix_keys()}")
-        return self._matrices[element]
+        """Every row-aligned matrix."""
+        a = self._adata
+        keys = ["X"] if a.X is not None else []
+        keys += [f"layers/{k}" for k in a.layers if k is not None]  # anndata 0.13 lists X as layers[None]
+        keys += [f"obsm/{k}" for k in a.obsm if self._get(f"obsm/{k}") is not None]
+        return keys
 
     def matrix_info(self, element: str) -> MatrixInfo:
         """How ``element`` is stored."""
-        m = self._matrix(element)
+        m = self._get(element)
+        if m is None:
+            raise self._missing(element)
         if isinstance(m, pd.DataFrame):
-            raise self._fail(element, "is a DataFrame", "store it as a numeric array")
+            dt = _numeric_frame_dtype(m)
+            return MatrixInfo("dense", np.dtype(dt), (self.n_obs, m.shape[1]), self.n_obs * m.shape[1])
+        shape = tuple(int(s) for s in m.shape)
         if sp.issparse(m):
-            fmt: Literal["csr", "csc", "dense"] = "csr" if m.format == "csr" else "csc"
-            return MatrixInfo(fmt, np.dtype(m.dtype), tuple(m.shape), int(m.nnz))
-        m = np.asarray(m)
-        return MatrixInfo("dense", np.dtype(m.dtype), tuple(m.shape), int(m.size))
+            fmt = "csr" if m.format == "csr" else "csc"  # other sparse formats are converted like CSC
+            return MatrixInfo(fmt, np.dtype(m.dtype), shape, int(m.nnz))  # type: ignore[arg-type]
+        backed = _backed_format(m)
+        if backed is not None:
+            return MatrixInfo(backed, np.dtype(m.dtype), shape, int(m.group["data"].shape[0]))  # type: ignore[arg-type]
+        return MatrixInfo("dense", np.dtype(m.dtype), shape, int(np.prod(shape)))
 
     def read_matrix(self, element: str, start: int, stop: int) -> sp.csr_matrix | np.ndarray:
         """Rows ``start:stop`` of ``element``."""
-        m = self._matrix(element)
-        if sp.issparse(m):
-            return m[start:stop].tocsr()
-        return np.asarray(m[start:stop])
+        m = self._get(element)
+        if m is None:
+            raise self._missing(element)
+        if isinstance(m, pd.DataFrame):
+            return _frame_as_array(m.iloc[start:stop])
+        if element in self._csr:
+            return self._csr[element][start:stop]
+        try:
+            if sp.issparse(m):
+                if m.format == "csr":
+                    return sp.csr_matrix(m[start:stop])
+                # CSC cannot be sliced by rows cheaply; it is converted once, in memory (documented)
+                self._csr[element] = sp.csr_matrix(m.tocsr())
+                return self._csr[element][start:stop]
+            backed = _backed_format(m)
+            if backed == "csr":
+                return sp.csr_matrix(m[start:stop])
+            if backed == "csc":
+                self._csr[element] = sp.csr_matrix(m.to_memory().tocsr())
+                return self._csr[element][start:stop]
+            return np.asarray(m[start:stop])
+        except OSError as e:
+            raise self._fail(
+                element,
+                f"rows {start}:{stop} cannot be read ({e})",
+                "HDF5 cannot read its bytes: the file is truncated or corrupt, re-download or re-write it",
+                e,
+            ) from e
 
-    def read_x(self, start: int, stop: int) -> sp.csr_matrix | np.ndarray:
-        """Rows ``start:stop`` of ``X``."""
-        return self._X[start:stop]
+    def obs_frame(self) -> pd.DataFrame:
+        """Return the AnnData's obs."""
+        return self._adata.obs
 
-    def read_obs(self, name: str, start: int, stop: int) -> np.ndarray:
-        """Rows of obs column ``name``."""
-        s = self._obs[name].iloc[start:stop]
-        schema = self.obs_schema[name]
-        if schema.kind == "categorical":
-            return np.asarray(s.cat.codes, dtype=np.int32)
-        if schema.kind == "string":
-            return s.to_numpy(dtype=object, na_value=None)
-        if schema.nullable:
-            return s.to_numpy(dtype=np.float64, na_value=np.nan)
-        return s.to_numpy()
-
-    def read_obs_names(self, start: int, stop: int) -> np.ndarray:
-        """Rows of the obs index."""
-        return np.asarray(self._obs.index[start:stop].astype(str), dtype=object)
-
-
-# -- files: .h5ad (h5py) and AnnData zarr stores -----------------------------------------------------------------
-def _is_h5py_string(arr: Any) -> bool:
-    import h5py
-
-    return isinstance(arr, h5py.Dataset) and h5py.check_string_dtype(arr.dtype) is not None
-
-
-def _slice(arr: Any, start: int, stop: int) -> np.ndarray:
-    if _is_h5py_string(arr):
-        return np.asarray(arr.asstr()[start:stop], dtype=object)
-    out = np.asarray(arr[start:stop])
-    if out.dtype.kind in "TUSO":
-        out = out.astype(object)
-    return out
+    def close(self) -> None:
+        """Drop the cached CSR copies of CSC matrices."""
+        self._csr = {}
 
 
+class BackedSource(AnnDataSource):
+    """An ``.h5ad`` without encoding metadata (anndata < 0.7), read with ``anndata.read_h5ad(path, backed="r")``."""
+
+    def __init__(self, path: Path, name: str, *, layer: str | None) -> None:
+        self._file_path = path
+        adata = self._read(path)
+        try:
+            super().__init__(adata, name, layer=layer, kind="h5ad", path=path)
+        finally:
+            adata.file.close()
+
+    def _read(self, path: Path) -> ad.AnnData:
+        import warnings
+
+        import anndata as ad
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # anndata's OldFormatWarning: the file is read as anndata reads it
+            try:
+                return ad.read_h5ad(path, backed="r")
+            except Exception as e:
+                msg = (
+                    f"{path}: a legacy .h5ad (no encoding metadata, anndata < 0.7) that anndata "
+                    f"cannot read either ({type(e).__name__}: {e}); re-write it with a current anndata"
+                )
+                raise SourceError(msg) from e
+
+    def _get(self, element: str) -> Any:
+        if element == "X" and not self._adata.file.is_open:
+            self._adata.file.open()
+        return super()._get(element)
+
+    def close(self) -> None:
+        """Close the file; a later read reopens it."""
+        super().close()
+        with contextlib.suppress(Exception):
+            self._adata.file.close()
+
+
+# -- files with encoding metadata: .h5ad (h5py) and AnnData zarr stores ------------------------------------------
 def _attr(node: Any, key: str, default: Any = None) -> Any:
     v = node.attrs.get(key, default)
     if isinstance(v, bytes):
@@ -327,229 +453,190 @@ def _attr(node: Any, key: str, default: Any = None) -> Any:
 
 
 class StoreSource(Source):
-    """An AnnData stored in an ``.h5ad`` file (h5py) or a zarr store, read in row blocks."""
+    """An AnnData stored in an ``.h5ad`` file or a zarr store, read in row blocks with anndata's readers."""
 
     def __init__(self, opener: Callable[[], Any], path: Path, kind: str, name: str, *, layer: str | None) -> None:
         self.name, self.kind, self.path = name, kind, path
         self._opener = opener
         self._root: Any = None
-        self._nodes: dict[str, Any] = {}
+        self._cache: dict[str, Any] = {}
+        self._obs: pd.DataFrame | None = None
+        self._infos: dict[str, MatrixInfo] = {}
+        self._frames: set[str] = set()
+        self.element = "X" if layer is None else f"layers/{layer}"
         try:
-            self._read_header(layer)
+            self._read_header()
         except BaseException:
             self.close()
             raise
         self.close()  # reopened by the first read: only the source being scattered holds a file handle
 
-    def _read_header(self, layer: str | None) -> None:
-        import anndata as ad
-
+    def _read_header(self) -> None:
         root = self._get_root()
-        self.element = "X" if layer is None else f"layers/{layer}"
         for key in ("obs", "var"):
             if key not in root:
                 raise self._fail(key, "is missing: this is not an AnnData file", "pass .h5ad or AnnData zarr files")
-        if self.element not in root:
-            what = "X is missing" if layer is None else f"layer {layer!r} not found"
-            raise self._fail(self.element, what, "pass layer=... naming an existing layer" if layer else "add an X")
-        try:
-            var = ad.io.read_elem(root["var"])
-        except Exception as e:
-            raise self._fail("var", f"cannot be read ({e})", "re-write the file with a current anndata", e) from e
-        var.index = pd.Index([str(v) for v in var.index], dtype=object, name=var.index.name)
-        self.var = var
-        enc = _attr(self._x, "encoding-type")
-        shape = _attr(self._x, "shape")
-        if enc in ("csr_matrix", "csc_matrix"):
-            self.x_format = "csr" if enc == "csr_matrix" else "csc"
-            n_obs, n_vars = (int(s) for s in shape)
-            self.nnz = int(self._data.shape[0])
-            self.x_dtype = np.dtype(self._data.dtype)
-            self._csc_cache: sp.csr_matrix | None = None
-        elif hasattr(self._x, "shape") and len(self._x.shape) == 2:
-            self.x_format = "dense"
-            n_obs, n_vars = (int(s) for s in self._x.shape)
-            self.nnz = n_obs * n_vars
-            self.x_dtype = np.dtype(self._x.dtype)
-        else:
-            raise self._fail(
-                self.element,
-                f"has encoding {enc!r}; annshard reads CSR, CSC or dense matrices",
-                "re-write it with anndata >= 0.8",
-            )
-        if n_vars != self.var.shape[0]:
-            raise self._fail(
-                self.element, f"has {n_vars} columns but var has {self.var.shape[0]} rows", "the file is corrupt"
-            )
-        self.n_obs = n_obs
-        index_key = _attr(self._obs, "_index")
-        if index_key is None:
-            raise self._fail("obs", "has no '_index' attribute (a legacy format)", "re-write it with anndata >= 0.8")
-        self._index_key = str(index_key)
-        order = _attr(self._obs, "column-order", [])
-        self.obs_schema = {str(c): self._column_schema(str(c)) for c in list(order)}
+        self.var = _var_with_str_index(self._read_elem("var"))
+        obs = self.obs_frame()
+        self.n_obs = int(obs.shape[0])
+        self.obs_schema = {str(c): _column_schema_from_pandas(obs[c]) for c in obs.columns}
+        self._keys = self._find_matrices()
+        self._check_x()
 
     def _get_root(self) -> Any:
         if self._root is None:
             self._root = self._opener()
-            self._nodes = {}
         return self._root
 
-    def _node(self, key: str) -> Any:
-        root = self._get_root()
-        if key not in self._nodes:
-            self._nodes[key] = root[key]
-        return self._nodes[key]
-
-    @property
-    def _x(self) -> Any:
-        return self._node(self.element)
-
-    @property
-    def _data(self) -> Any:
-        return self._node(f"{self.element}/data")
-
-    @property
-    def _indices(self) -> Any:
-        return self._node(f"{self.element}/indices")
-
-    @property
-    def _indptr(self) -> Any:
-        return self._node(f"{self.element}/indptr")
-
-    @property
-    def _obs(self) -> Any:
-        return self._node("obs")
-
-    def _column_schema(self, name: str) -> ColumnSchema:
+    def _read_elem(self, key: str) -> Any:
         import anndata as ad
+        from anndata._io.specs.registry import IORegistryError
 
-        node = self._obs[name]
-        enc = _attr(node, "encoding-type")
-        if enc == "categorical":
-            cats = ad.io.read_elem(node["categories"])
-            cats = tuple(_py(c) for c in np.asarray(cats).tolist())
-            return ColumnSchema("categorical", np.dtype(object), cats, bool(_attr(node, "ordered", False)))
-        if enc in ("string-array", "nullable-string-array"):
-            return ColumnSchema("string", np.dtype(object))
-        if enc in ("nullable-integer", "nullable-boolean"):
-            dt = np.dtype(node["values"].dtype)
-            return ColumnSchema("bool" if dt.kind == "b" else "numeric", dt, nullable=True)
-        if enc == "array" or enc is None:
-            dt = np.dtype(node.dtype) if not _is_h5py_string(node) else np.dtype(object)
-            if dt.kind in "TUSO":
-                return ColumnSchema("string", np.dtype(object))
-            return ColumnSchema("bool" if dt.kind == "b" else "numeric", dt)
-        raise self._fail(f"obs/{name}", f"has unsupported encoding {enc!r}", "drop it with obs_columns=[...]")
-
-    def read_x(self, start: int, stop: int) -> sp.csr_matrix | np.ndarray:
-        """Rows ``start:stop`` of ``X``: one contiguous read of each CSR array."""
+        node = self._get_root()[key]
         try:
-            if self.x_format == "dense":
-                return np.asarray(self._x[start:stop])
-            if self.x_format == "csc":
-                return self._csc_as_csr()[start:stop]
-            indptr = np.asarray(self._indptr[start : stop + 1], dtype=np.int64)
-            p0, p1 = int(indptr[0]), int(indptr[-1])
-            data = np.asarray(self._data[p0:p1])
-            indices = np.asarray(self._indices[p0:p1])
-            return sp.csr_matrix((data, indices, indptr - p0), shape=(stop - start, self.n_vars))
-        except SourceError:
-            raise
+            return ad.io.read_elem(node)
+        except IORegistryError as e:
+            raise self._unknown_encoding(key, node, e) from e
+        except OSError as e:
+            raise self._fail(
+                key,
+                f"cannot be read ({e})",
+                "HDF5/zarr cannot read its bytes: the file is truncated or corrupt, re-download or re-write it",
+                e,
+            ) from e
         except Exception as e:
             raise self._fail(
-                self.element, f"rows {start}:{stop} cannot be read ({e})", "the file is truncated or corrupt", e
+                key,
+                f"anndata cannot read it ({type(e).__name__}: {e})",
+                "check it with anndata.read_h5ad / read_zarr and re-write the file with a current anndata",
+                e,
             ) from e
 
-    def matrix_keys(self) -> list[str]:
-        """Return the matrix elements."""
+    def _unknown_encoding(self, key: str, node: Any, cause: BaseException | None = None) -> SourceError:
+        from importlib.metadata import version
+
+        enc, ver = _attr(node, "encoding-type"), _attr(node, "encoding-version")
+        fix = (
+            f"annshard reads every encoding anndata {version('anndata')} reads: update anndata, or re-write "
+            "the file with a version that writes an encoding it reads"
+        )
+        return self._fail(
+            key, f"has encoding-type {enc!r}, encoding-version {ver!r}, which anndata cannot read", fix, cause
+        )
+
+    # matrices
+    def _find_matrices(self) -> list[str]:
         root = self._get_root()
-        keys = ["X"] if "X" in root else []
+        keys = []
+        if "X" in root:
+            keys.append("X")
         for group in ("layers", "obsm"):
-            if group in root and hasattr(root[group], "keys"):
-                keys += [f"{group}/{k}" for k in root[group]]
+            if group not in root:
+                continue
+            for k in root[group]:
+                key = f"{group}/{k}"
+                info = self._probe(key, strict=False)
+                if info is not None:
+                    self._infos[key] = info
+                    keys.append(key)
+        if "X" in keys:
+            self._infos["X"] = self._probe("X", strict=True)  # type: ignore[assignment]
+        if self.element != "X" and self.element in root and self.element not in keys:
+            self._probe(self.element, strict=True)  # raises: the requested layer is not a matrix annshard reads
         return keys
+
+    def _probe(self, key: str, *, strict: bool) -> MatrixInfo | None:
+        """How ``key`` is stored, from its encoding attributes; ``None`` (or a SourceError if strict) otherwise."""
+        node = self._get_root()[key]
+        enc = _attr(node, "encoding-type")
+        if enc in ("csr_matrix", "csc_matrix"):
+            shape = tuple(int(s) for s in _attr(node, "shape"))
+            data = node["data"]
+            return MatrixInfo("csr" if enc == "csr_matrix" else "csc", np.dtype(data.dtype), shape, int(data.shape[0]))
+        if enc == "array" and len(node.shape) == 2 and np.dtype(node.dtype).kind in "biuf":
+            shape = tuple(int(s) for s in node.shape)
+            return MatrixInfo("dense", np.dtype(node.dtype), shape, shape[0] * shape[1])
+        if enc == "dataframe" and key.startswith("obsm/"):
+            df = self._read_elem(key)
+            dt = _numeric_frame_dtype(df)
+            if dt is None:
+                return None
+            self._frames.add(key)
+            self._cache[key] = _frame_as_array(df)
+            return MatrixInfo("dense", dt, (self.n_obs, df.shape[1]), self.n_obs * df.shape[1])
+        if not strict:
+            return None
+        if enc in ("array", "string-array", "dataframe", "dict", "awkward-array"):
+            dtype = getattr(node, "dtype", None)
+            raise self._fail(
+                key,
+                f"is a {enc} element (dtype {dtype}), not a numeric 2-D matrix",
+                "pass layer=... naming a numeric matrix",
+            )
+        raise self._unknown_encoding(key, node)
+
+    def matrix_keys(self) -> list[str]:
+        """Every row-aligned matrix."""
+        return list(self._keys)
 
     def matrix_info(self, element: str) -> MatrixInfo:
         """How ``element`` is stored."""
-        root = self._get_root()
-        if element not in root:
-            raise self._fail(element, "not found", f"available: {self.matrix_keys()}")
-        node = root[element]
-        enc = _attr(node, "encoding-type")
-        if enc in ("csr_matrix", "csc_matrix"):
-            shape = tuple(int(v) for v in _attr(node, "shape"))
-            fmt: Literal["csr", "csc", "dense"] = "csr" if enc == "csr_matrix" else "csc"
-            return MatrixInfo(fmt, np.dtype(node["data"].dtype), shape, int(node["data"].shape[0]))
-        if hasattr(node, "shape") and hasattr(node, "dtype") and len(node.shape) in (1, 2):
-            shape = tuple(int(v) for v in node.shape)
-            if len(shape) == 1:
-                shape = (shape[0], 1)
-            return MatrixInfo("dense", np.dtype(node.dtype), shape, int(np.prod(shape)))
-        raise self._fail(element, f"has encoding {enc!r}", "store it as a CSR, CSC or dense numeric array")
+        if element not in self._infos:
+            raise self._missing(element)
+        return self._infos[element]
 
     def read_matrix(self, element: str, start: int, stop: int) -> sp.csr_matrix | np.ndarray:
         """Rows ``start:stop`` of ``element``."""
         import anndata as ad
 
-        node = self._node(element)
+        info = self.matrix_info(element)
         try:
-            if _attr(node, "encoding-type") in ("csr_matrix", "csc_matrix"):
-                return sp.csr_matrix(ad.io.sparse_dataset(node)[start:stop])
-            out = np.asarray(node[start:stop])
-            return out.reshape(-1, 1) if out.ndim == 1 else out
+            if element in self._cache:
+                m = self._cache[element]
+            elif element in self._frames:  # a numeric obsm DataFrame, read whole
+                m = self._cache[element] = _frame_as_array(self._read_elem(element))
+            elif info.format == "csc":
+                # CSC cannot be read in row blocks; it is read whole and converted once, in memory (documented)
+                m = self._cache[element] = sp.csr_matrix(self._read_elem(element))
+            elif info.format == "csr":
+                m = self._cache[element] = ad.io.sparse_dataset(self._get_root()[element])
+            else:
+                m = self._cache[element] = self._get_root()[element]
+            block = m[start:stop]
+            out = sp.csr_matrix(block) if info.format != "dense" else np.asarray(block)
+        except SourceError:
+            raise
+        except OSError as e:
+            raise self._fail(
+                element,
+                f"rows {start}:{stop} cannot be read ({e})",
+                "HDF5/zarr cannot read its bytes: the file is truncated or corrupt, re-download or re-write it",
+                e,
+            ) from e
         except Exception as e:
             raise self._fail(
-                element, f"rows {start}:{stop} cannot be read ({e})", "the file is truncated or corrupt", e
+                element,
+                f"rows {start}:{stop} cannot be read ({type(e).__name__}: {e})",
+                "its arrays are inconsistent (the file is damaged): re-write it",
+                e,
             ) from e
-
-    def _csc_as_csr(self) -> sp.csr_matrix:
-        # CSC cannot be read in row blocks; it is converted once, in memory (documented limitation)
-        if self._csc_cache is None:
-            m = sp.csc_matrix(
-                (np.asarray(self._data[:]), np.asarray(self._indices[:]), np.asarray(self._indptr[:])),
-                shape=(self.n_obs, self.n_vars),
+        if out.shape != (stop - start, info.shape[1]):
+            raise self._fail(
+                element,
+                f"rows {start}:{stop} read as shape {out.shape}, expected {(stop - start, info.shape[1])}",
+                "its arrays are inconsistent (the file is damaged): re-write it",
             )
-            self._csc_cache = m.tocsr()
-        return self._csc_cache
+        return out
 
-    def read_obs(self, name: str, start: int, stop: int) -> np.ndarray:
-        """Rows of obs column ``name``."""
-        node = self._obs[name]
-        schema = self.obs_schema[name]
-        try:
-            if schema.kind == "categorical":
-                return np.asarray(node["codes"][start:stop], dtype=np.int32)
-            enc = _attr(node, "encoding-type")
-            if enc in ("nullable-integer", "nullable-boolean", "nullable-string-array"):
-                vals = _slice(node["values"], start, stop)
-                mask = np.asarray(node["mask"][start:stop], dtype=bool)
-                if schema.kind == "string":
-                    vals = vals.astype(object)
-                    vals[mask] = None
-                    return vals
-                out = vals.astype(np.float64)
-                out[mask] = np.nan
-                return out
-            return _slice(node, start, stop)
-        except Exception as e:
-            raise self._fail(
-                f"obs/{name}", f"rows {start}:{stop} cannot be read ({e})", "the file is corrupt", e
-            ) from e
-
-    def read_obs_names(self, start: int, stop: int) -> np.ndarray:
-        """Rows of the obs index."""
-        try:
-            node = self._obs[self._index_key]
-            if _attr(node, "encoding-type") == "nullable-string-array":
-                node = node["values"]
-            return _slice(node, start, stop).astype(str).astype(object)
-        except Exception as e:
-            raise self._fail("obs index", f"rows {start}:{stop} cannot be read ({e})", "the file is corrupt", e) from e
+    def obs_frame(self) -> pd.DataFrame:
+        """obs, read whole with ``anndata.io.read_elem`` (dropped on :meth:`close`)."""
+        if self._obs is None:
+            self._obs = self._read_elem("obs")
+        return self._obs
 
     def close(self) -> None:
-        """Close the file; a later read reopens it (so only the source being read holds a handle and its caches)."""
-        root, self._root, self._nodes = self._root, None, {}
+        """Close the file and drop obs and cached matrices; a later read reopens it."""
+        root, self._root, self._cache, self._obs = self._root, None, {}, None
         if root is not None and hasattr(root, "close"):
             with contextlib.suppress(Exception):
                 root.close()
@@ -558,7 +645,7 @@ class StoreSource(Source):
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
-def _open_h5ad(path: Path, name: str, layer: str | None) -> StoreSource:
+def _open_h5ad(path: Path, name: str, layer: str | None) -> Source:
     import h5py
 
     with path.open("rb") as f:
@@ -567,20 +654,17 @@ def _open_h5ad(path: Path, name: str, layer: str | None) -> StoreSource:
         msg = f"{path}: is not an AnnData .h5ad file (not HDF5); pass .h5ad files or AnnData zarr directories"
         raise SourceError(msg)
     try:
-        h5py.File(path, "r").close()
+        with h5py.File(path, "r") as f:
+            legacy = "encoding-type" not in f.attrs and "obs" in f and "var" in f
     except Exception as e:
         msg = f"{path}: the HDF5 file cannot be opened ({e}); it is truncated or corrupt, re-download or re-write it"
         raise SourceError(msg) from e
-    try:
-        return StoreSource(lambda: h5py.File(path, "r"), path, "h5ad", name, layer=layer)
-    except SourceError:
-        raise
-    except Exception as e:
-        msg = f"{path}: cannot be read as AnnData ({e}); it is truncated or corrupt, re-download or re-write it"
-        raise SourceError(msg) from e
+    if legacy:
+        return BackedSource(path, name, layer=layer)
+    return StoreSource(lambda: h5py.File(path, "r"), path, "h5ad", name, layer=layer)
 
 
-def _open_zarr(path: Path, name: str, layer: str | None) -> StoreSource:
+def _open_zarr(path: Path, name: str, layer: str | None) -> Source:
     import zarr
 
     try:
@@ -588,13 +672,7 @@ def _open_zarr(path: Path, name: str, layer: str | None) -> StoreSource:
     except Exception as e:
         msg = f"{path}: is not a zarr store ({e}); pass .h5ad files or AnnData zarr directories"
         raise SourceError(msg) from e
-    try:
-        return StoreSource(lambda: zarr.open_group(path, mode="r"), path, "zarr", name, layer=layer)
-    except SourceError:
-        raise
-    except Exception as e:
-        msg = f"{path}: cannot be read as AnnData ({e}); it is corrupt, re-write it"
-        raise SourceError(msg) from e
+    return StoreSource(lambda: zarr.open_group(path, mode="r"), path, "zarr", name, layer=layer)
 
 
 def open_source(obj: Any, name: str, *, layer: str | None = None) -> Source:
@@ -620,7 +698,7 @@ def open_source(obj: Any, name: str, *, layer: str | None = None) -> Source:
         if obj.isbacked and obj.filename is not None:
             src: Source = _open_h5ad(Path(obj.filename), name, layer)
         else:
-            src = MemorySource(obj, name, layer=layer)
+            src = AnnDataSource(obj, name, layer=layer)
     elif isinstance(obj, str | os.PathLike):
         path = Path(obj)
         if not path.exists():
