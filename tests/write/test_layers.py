@@ -217,3 +217,20 @@ def test_manifest_field_is_optional_and_validated():
         MatrixSpec.from_dict({"element": "uns/x", "n_cols": 1, "storage": StorageSpec().to_dict()})
     with pytest.raises(CollectionFormatError, match="obsm arrays are stored dense"):
         MatrixSpec("obsm/X_pca", 2, StorageSpec(x_format="csr"))
+
+
+def test_cli_convert_keeps_layers_and_info_lists_them(layer_sources, tmp_path, capsys):
+    from annshard._cli import main
+
+    out = tmp_path / "c.zarr"
+    paths = [str(layer_sources[k][0]) for k in ("a.h5ad", "b.zarr")]
+    assert main(["convert", *paths, "-o", str(out), "--layers", "counts", "--obsm", "X_pca,X_umap", "--quiet"]) == 0
+    coll = annshard.open_collection(out)
+    assert [m.element for m in coll.manifest.matrices] == ["layers/counts", "obsm/X_pca", "obsm/X_umap"]
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "layers     counts: csr, 36 columns, float32 values (whole numbers, stored as uint16)" in text
+    assert "obsm       X_pca: dense, 6 columns, float32 values" in text
+    assert main(["convert", *paths, "-o", str(tmp_path / "e.zarr"), "--layers", "spliced", "--quiet"]) == 2
+    assert "layers/spliced: not found" in capsys.readouterr().err
