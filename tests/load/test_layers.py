@@ -164,3 +164,34 @@ def test_settings_record_layers_and_obsm(coll):
 def test_unknown_names_are_refused(coll, kwargs, error, match):
     with pytest.raises(error, match=match):
         annshard.Loader(coll, **kwargs)
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA device (torch.cuda.is_available() is False)")
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state")
+@pytest.mark.parametrize("dense", [False, True], ids=["sparse", "dense"])
+def test_cuda_batches_carry_layers_and_obsm(coll, layer_sources, dense):
+    loader = annshard.Loader(
+        coll,
+        batch_size=64,
+        obs_columns=["source", "source_row"],
+        layers=["counts"],
+        obsm=["X_pca"],
+        output="torch",
+        device="cuda",
+        dense=dense,
+    )
+    n = 0
+    for batch in loader:
+        assert batch.layers["counts"].device.type == "cuda" and batch.obsm["X_pca"].device.type == "cuda"
+        check_batch(batch, loader, coll, layer_sources)
+        n += batch.n_obs
+    assert n == coll.n_obs
