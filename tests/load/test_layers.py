@@ -195,3 +195,20 @@ def test_cuda_batches_carry_layers_and_obsm(coll, layer_sources, dense):
         check_batch(batch, loader, coll, layer_sources)
         n += batch.n_obs
     assert n == coll.n_obs
+
+
+def test_dense_x_with_a_csr_layer(layer_sources, tmp_path):
+    """X stored dense, the counts layer CSR: each element keeps its own layout in the same block read."""
+    srcs = {k: layer_sources[k] for k in ("a.h5ad", "d.zarr")}
+    coll = annshard.write_collection(
+        {k: p for k, (p, _) in srcs.items()}, tmp_path / "c.zarr", dense=True, layers=["counts"], obsm=["X_pca"]
+    )
+    assert coll.manifest.storage.x_format == "dense" and coll.manifest.matrices[0].storage.x_format == "csr"
+    loader = annshard.Loader(
+        coll, batch_size=41, obs_columns=["source", "source_row"], layers=["counts"], obsm=["X_pca"], output="numpy"
+    )
+    n = 0
+    for batch in loader:
+        check_batch(batch, loader, coll, layer_sources)
+        n += batch.n_obs
+    assert n == coll.n_obs
