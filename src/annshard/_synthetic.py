@@ -103,12 +103,10 @@ def make_adata(
             "n_genes": counts.astype(np.int64),
             "total_counts": np.asarray(X.sum(axis=1)).ravel().astype(np.float64),
         },
-        index=pd.Index([f"{obs_prefix}-{i}" for i in range(n_obs)], dtype=object),
+        index=pd.Index([f"{obs_prefix}-{i}" for i in range(n_obs)]),
     )
     names = _gene_names(n_vars + gene_offset)[gene_offset:]
-    var = pd.DataFrame(
-        {"gene_symbol": [f"GENE{i + gene_offset}" for i in range(n_vars)]}, index=pd.Index(names, dtype=object)
-    )
+    var = pd.DataFrame({"gene_symbol": [f"GENE{i + gene_offset}" for i in range(n_vars)]}, index=pd.Index(names))
     return ad.AnnData(X=X.toarray() if dense else X, obs=obs, var=var)
 
 

@@ -99,3 +99,82 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if here in Path(item.fspath).parents:
             item.add_marker(pytest.mark.filterwarnings(H5AD_STRING_WARNING))
+
+
+# -- legacy .h5ad layouts, written with h5py as anndata < 0.7 and anndata 0.7 wrote them --------------------------
+LEGACY_CELL_TYPES = ["B", "T", "NK", "unused"]  # "unused" is never used by a row
+
+
+def _data(n_obs: int, n_vars: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = (rng.random((n_obs, n_vars)) < 0.3) * rng.integers(1, 50, size=(n_obs, n_vars))
+    codes = rng.integers(-1, 3, size=n_obs).astype(np.int8)  # -1: missing
+    n_genes = rng.integers(0, 1000, size=n_obs).astype(np.int64)
+    return X.astype(np.float32), codes, n_genes
+
+
+def write_compound_h5ad(path: Path, n_obs: int = 60, n_vars: int = 20, *, seed: int = 0) -> Path:
+    """anndata < 0.7: obs and var are compound datasets, categories in ``uns['<col>_categories']``, dense X."""
+    import h5py
+
+    X, codes, n_genes = _data(n_obs, n_vars, seed)
+    codes = np.where(codes < 0, 0, codes).astype(np.int8)  # this layout has no missing code
+    obs = np.zeros(n_obs, dtype=[("index", h5py.string_dtype()), ("cell_type", np.int8), ("n_genes", np.int64)])
+    obs["index"] = [f"old-{i}" for i in range(n_obs)]
+    obs["cell_type"] = codes
+    obs["n_genes"] = n_genes
+    var = np.zeros(n_vars, dtype=[("index", h5py.string_dtype()), ("gene_ids", h5py.string_dtype())])
+    var["index"] = [f"G{i}" for i in range(n_vars)]
+    var["gene_ids"] = [f"ENSG{i:05d}" for i in range(n_vars)]
+    with h5py.File(path, "w") as f:
+        f.create_dataset("X", data=X)
+        f.create_dataset("obs", data=obs)
+        f.create_dataset("var", data=var)
+        f.create_dataset("uns/cell_type_categories", data=np.array(LEGACY_CELL_TYPES[:3], dtype=h5py.string_dtype()))
+    return path
+
+
+def write_07_h5ad(path: Path, n_obs: int = 60, n_vars: int = 20, *, seed: int = 1) -> Path:
+    """anndata 0.7: obs/var groups (dataframe 0.1.0), categoricals as codes referencing ``__categories``, CSR X."""
+    import h5py
+    import scipy.sparse as sp
+
+    X, codes, n_genes = _data(n_obs, n_vars, seed)
+    csr = sp.csr_matrix(X)
+    with h5py.File(path, "w") as f:
+        x = f.create_group("X")
+        x.attrs.update({"encoding-type": "csr_matrix", "encoding-version": "0.1.0", "shape": np.array(X.shape)})
+        x["data"], x["indices"], x["indptr"] = csr.data, csr.indices, csr.indptr
+        obs = f.create_group("obs")
+        obs.attrs.update(
+            {
+                "_index": "_index",
+                "column-order": np.array(["cell_type", "n_genes"], dtype=object),
+                "encoding-type": "dataframe",
+                "encoding-version": "0.1.0",
+            }
+        )
+        obs.create_dataset("_index", data=np.array([f"s07-{i}" for i in range(n_obs)], dtype=object))
+        cats = obs.create_dataset("__categories/cell_type", data=np.array(LEGACY_CELL_TYPES, dtype=object))
+        cats.attrs["ordered"] = False
+        col = obs.create_dataset("cell_type", data=codes)
+        col.attrs["categories"] = cats.ref
+        obs.create_dataset("n_genes", data=n_genes)
+        var = f.create_group("var")
+        var.attrs.update(
+            {
+                "_index": "_index",
+                "column-order": np.array(["gene_ids"], dtype=object),
+                "encoding-type": "dataframe",
+                "encoding-version": "0.1.0",
+            }
+        )
+        var.create_dataset("_index", data=np.array([f"G{i}" for i in range(n_vars)], dtype=object))
+        var.create_dataset("gene_ids", data=np.array([f"ENSG{i:05d}" for i in range(n_vars)], dtype=object))
+    return path
+
+
+@pytest.fixture(scope="session")
+def legacy_writers():
+    """Writers of the legacy layouts, by name (each takes the path and returns it)."""
+    return {"legacy-compound-obs": write_compound_h5ad, "legacy-0.7-categorical-refs": write_07_h5ad}

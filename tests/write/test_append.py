@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import anndata as ad
 import numpy as np
@@ -132,3 +133,72 @@ def test_append_dense_collection(tmp_path, roundtrip):
     coll.append({"b": b})
     roundtrip(coll, {"a": a, "b": b})
     assert pd.Series([s.generation for s in coll.sources]).tolist() == [0, 1]
+
+
+# -- an append whose values the stored dtype would change is refused before the cast, the collection unchanged ------
+def _tree(path):
+    """Every file under ``path`` with its bytes (the manifest included)."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def _with_x(a, X):
+    b = a.copy()
+    b.X = X
+    b.obs_names = [f"new-{i}" for i in range(b.n_obs)]
+    return b
+
+
+@pytest.mark.parametrize(
+    ("stored", "new", "match"),
+    [
+        (np.int64, np.array([21.5, 9.5]), r"values that are not whole numbers \(e\.g\. 21\.5, 9\.5\)"),
+        (np.int16, np.array([70000, 3]), r"values outside the range of int16 \[-32768, 32767\] \(e\.g\. 70000\)"),
+        (np.uint16, np.array([-1, 3]), r"values outside the range of uint16"),
+        (np.int32, np.array([np.nan, 3.0]), r"NaN or infinite values"),
+        (np.float32, np.array([1e300, 3.0]), r"values beyond the range of float32"),
+        (np.float32, np.array([2**24 + 1, 3], dtype=np.int64), r"integers that float32 cannot hold exactly"),
+    ],
+    ids=[
+        "fractions-into-int64",
+        "out-of-range-int16",
+        "negative-into-uint16",
+        "nan-into-int32",
+        "overflow-float32",
+        "int64-into-float32",
+    ],
+)
+@pytest.mark.parametrize("fmt", ["csr", "dense"])
+def test_append_refuses_values_the_cast_would_change(tmp_path, stored, new, match, fmt):
+    import scipy.sparse as sp
+
+    a = make_adata(60, 10, nnz_per_cell=3, seed=1)
+    base = a.X.astype(stored)
+    a.X = base if fmt == "csr" else base.toarray()
+    coll = annshard.write_collection({"a": a}, tmp_path / "c.zarr", seed=2)
+    assert coll.manifest.storage.data_dtype == np.dtype(stored).name
+    X = np.zeros((a.n_obs, a.n_vars), dtype=new.dtype)
+    X[5, 2], X[40, 7] = new
+    X[7, 1] = 1
+    before = _tree(coll.path)
+    src = tmp_path / "new.h5ad"
+    _with_x(a, sp.csr_matrix(X) if fmt == "csr" else X).write_h5ad(src)
+    with (
+        pytest.raises(SourceError, match=rf"new\.h5ad: X has {match}.*would change; nothing was written"),
+        warnings.catch_warnings(),
+    ):
+        warnings.filterwarnings("ignore", ".*values are rounded from float64", UserWarning)
+        coll.append([src])
+    assert _tree(coll.path) == before, "the collection is byte-for-byte unchanged"
+    assert annshard.open_collection(coll.path).n_obs == 60
+
+
+def test_append_whole_floats_into_int_counts_is_exact(tmp_path, read_collection):
+    a = make_adata(60, 10, nnz_per_cell=3, seed=1)
+    a.X = a.X.astype(np.int64)
+    coll = annshard.write_collection({"a": a}, tmp_path / "c.zarr", seed=2)
+    b = _with_x(a, a.X.astype(np.float64) * 2)
+    coll.append({"b": b})
+    X, obs, _ = read_collection(coll)
+    assert X.dtype == np.int64
+    sel = (obs["source"] == "b").to_numpy()
+    np.testing.assert_array_equal(X[sel], (a.X.toarray() * 2)[obs["source_row"].to_numpy()[sel]])

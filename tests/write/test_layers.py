@@ -234,3 +234,33 @@ def test_cli_convert_keeps_layers_and_info_lists_them(layer_sources, tmp_path, c
     assert "obsm       X_pca: dense, 6 columns, float32 values" in text
     assert main(["convert", *paths, "-o", str(tmp_path / "e.zarr"), "--layers", "spliced", "--quiet"]) == 2
     assert "layers/spliced: not found" in capsys.readouterr().err
+
+
+def test_float16_matrices_are_stored_as_float32(layer_sources, tmp_path):
+    a = layer_sources["d.zarr"][1].copy()
+    a.layers["half"] = a.layers["dense_l"].astype(np.float16)
+    a.obsm["half"] = a.obsm["X_pca"].astype(np.float16)
+    coll = annshard.write_collection([a], tmp_path / "c.zarr", layers=["half"], obsm=["half"])
+    assert [m.storage.data_dtype for m in coll.manifest.matrices] == ["float32", "float32"]
+    batch = next(iter(annshard.Loader(coll, batch_size=90, layers=["half"], obsm=["half"], read_threads=1)))
+    assert batch.layers["half"].dtype == np.float32  # scipy CSR: float16 would not work
+    assert batch.obsm["half"].dtype == np.float32 and batch.obsm["half"].shape == (90, 6)
+    shard = read_shards(coll)[0]
+    rows = shard.obs["source_row"].to_numpy()
+    np.testing.assert_array_equal(shard.obsm["half"], a.obsm["half"][rows].astype(np.float32))
+
+
+def test_append_refuses_values_an_integer_obsm_would_change(layer_sources, tmp_path):
+    a = layer_sources["a.h5ad"][1].copy()
+    a.obsm["ids"] = np.arange(2 * a.n_obs, dtype=np.int64).reshape(-1, 2)
+    coll = annshard.write_collection([a], tmp_path / "c.zarr", obsm=["ids"])
+    assert coll.manifest.matrices[0].storage.data_dtype == "int64"
+    before = coll.manifest.to_dict()
+    d = layer_sources["d.zarr"][1].copy()
+    d.obsm["ids"] = np.full((d.n_obs, 2), 0.5)
+    with pytest.raises(SourceError, match=r"'adata-0'.*obsm/ids"):
+        coll.append([d])
+    assert annshard.open_collection(coll.path).manifest.to_dict() == before
+    d.obsm["ids"] = np.full((d.n_obs, 2), 7.0)  # whole numbers cast exactly
+    coll = coll.append([d])
+    assert coll.n_obs == a.n_obs + d.n_obs

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import warnings
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -207,3 +209,62 @@ def test_x_none_with_layer(tmp_path):
         np.testing.assert_array_equal(s.read_x(0, 30).toarray(), a.X.toarray())
         with pytest.raises(SourceError, match=r"X: X is missing \(None\)"):
             open_source(obj, "b")
+
+
+# -- errors tell the truth -------------------------------------------------------------------------------------------
+def _with_encoding(path, key, enc, ver="9.9.9"):
+    if path.suffix == ".h5ad":
+        import h5py
+
+        with h5py.File(path, "r+") as f:
+            f[key].attrs["encoding-type"], f[key].attrs["encoding-version"] = enc, ver
+    else:
+        import zarr
+
+        node = zarr.open_group(path, mode="r+", use_consolidated=False)[key]
+        node.attrs.update({"encoding-type": enc, "encoding-version": ver})
+        with warnings.catch_warnings():  # zarr: consolidated metadata is not in the v3 spec (anndata uses it)
+            warnings.simplefilter("ignore", UserWarning)
+            zarr.consolidate_metadata(path)  # anndata reads the consolidated metadata
+
+
+@pytest.mark.parametrize("fmt", ["h5ad", "zarr"])
+@pytest.mark.parametrize("key", ["obs/n_genes", "obs/cell_type", "var", "X"])
+def test_unknown_encoding_names_element_and_version(tmp_path, fmt, key):
+    a = make_adata(30, 10, nnz_per_cell=3)
+    p = tmp_path / f"a.{fmt}"
+    a.write_h5ad(p) if fmt == "h5ad" else a.write_zarr(p)
+    _with_encoding(p, key, "fancy-array")
+    with pytest.raises(SourceError) as info:
+        annshard.write_collection([p], tmp_path / "o.zarr")
+    msg = str(info.value)
+    assert msg.startswith(f"{p}: {key}: has encoding-type 'fancy-array', encoding-version '9.9.9'"), msg
+    assert "anndata" in msg and "update anndata" in msg
+    assert "corrupt" not in msg and "truncated" not in msg
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_unknown_layer_encoding_is_ignored_unless_chosen(tmp_path):
+    a = make_adata(30, 10, nnz_per_cell=3)
+    a.layers["odd"] = a.X.copy()
+    p = tmp_path / "a.h5ad"
+    a.write_h5ad(p)
+    _with_encoding(p, "layers/odd", "fancy-matrix")
+    s = open_source(p, "a")
+    assert s.matrix_keys() == ["X"]
+    with pytest.raises(SourceError, match=r"a\.h5ad: layers/odd: has encoding-type 'fancy-matrix', encoding-version"):
+        open_source(p, "a", layer="odd")
+
+
+def test_damaged_structure_is_not_called_truncated(tmp_path):
+    import h5py
+
+    p = tmp_path / "bad.h5ad"
+    make_adata(50, 20, nnz_per_cell=5).write_h5ad(p)
+    with h5py.File(p, "r+") as f:  # indptr pointing past the end of data: HDF5 reads every byte fine
+        ip = f["X/indptr"][:]
+        del f["X/indptr"]
+        f["X/indptr"] = ip * 1000
+    with pytest.raises(SourceError, match=r"bad\.h5ad: X: rows 0:50 cannot be read .*the file is damaged") as info:
+        annshard.write_collection([p], tmp_path / "o.zarr")
+    assert "truncated" not in str(info.value)

@@ -7,6 +7,14 @@ fact: ``"auto"`` becomes ``"uint16"`` when every value fits, else ``None``
 (values stored as they are); an explicit dtype (a caller's choice, or an
 existing collection's when appending) is checked, and a source whose values
 would not survive is refused by name. Nothing is ever rounded or clipped.
+
+:func:`check_exact` runs on every block of a source whose dtype does not cast
+safely into the stored value dtype (an append of floats to an integer
+collection, of int64 to int32, ...), *before* the block is cast: a value that
+the cast would change (a fraction, a value out of range, NaN into integers) is
+refused, naming the source, before anything reaches the collection. Rounding a
+float to a narrower float (float64 into a float32 collection) is the one change
+allowed (it is the stored precision), unless the value overflows.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ if TYPE_CHECKING:
 
     from ._sources import Source
 
-__all__ = ["AUTO", "ValueStats", "check_counts_dtype", "resolve_counts"]
+__all__ = ["AUTO", "ValueStats", "check_counts_dtype", "check_exact", "resolve_counts"]
 
 AUTO = "auto"
 _PIECE = 1 << 20  # values checked at a time (bounded temporaries)
@@ -110,3 +118,74 @@ def resolve_counts(
             )
             raise SourceError(msg)
     return spec
+
+
+def _example(values: np.ndarray, bad: np.ndarray) -> str:
+    return ", ".join(f"{v!r}" for v in values[bad][:3].tolist())
+
+
+def check_exact(values: np.ndarray, dtype: np.dtype, label: str, element: str) -> None:
+    """Refuse ``values`` that a cast to ``dtype`` would change (float-to-narrower-float rounding excepted).
+
+    Parameters
+    ----------
+    values
+        1-D stored values of a block, in the source's dtype.
+    dtype
+        The collection's stored value dtype.
+    label, element
+        The source and matrix, for the message.
+
+    Raises
+    ------
+    SourceError
+        Naming the source, the values and what to do.
+    """
+    src, dt = values.dtype, np.dtype(dtype)
+    if np.can_cast(src, dt, "safe"):
+        return
+    for start in range(0, values.shape[0], _PIECE):
+        piece = values[start : start + _PIECE]
+        problem = _change(piece, dt)
+        if problem is not None:
+            what, bad = problem
+            msg = (
+                f"{label}: {element} has {what} (e.g. {_example(piece, bad)}), which the collection's stored "
+                f"dtype {dt} would change; nothing was written. Convert the source first (for example "
+                f"adata.X = adata.X.astype(...)) if that is intended, or write it to a new collection"
+            )
+            raise SourceError(msg)
+
+
+def _change(v: np.ndarray, dt: np.dtype) -> tuple[str, np.ndarray] | None:
+    """Describe what a cast of ``v`` to ``dt`` would change, with a mask of the changed values (``None``: nothing)."""
+    if dt.kind == "f":
+        if v.dtype.kind == "f":  # rounding to the stored precision is allowed; overflow is not
+            bad = np.isfinite(v) & (np.abs(v) > np.finfo(dt).max)
+            return ("values beyond the range of " + dt.name, bad) if bad.any() else None
+        if v.dtype.kind in "iu":  # integers above 2**(mantissa bits + 1) may not be representable
+            limit = 2 ** (np.finfo(dt).nmant + 1)
+            big = np.flatnonzero(np.abs(v.astype(np.float64)) >= limit)
+            bad = np.zeros(v.shape, dtype=bool)
+            for i in big:
+                bad[i] = int(v[i]) != int(np.asarray(v[i]).astype(dt))
+            return (f"integers that {dt.name} cannot hold exactly", bad) if bad.any() else None
+        return None
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        if v.dtype.kind == "f":
+            bad = ~np.isfinite(v)
+            if bad.any():
+                return "NaN or infinite values (not integers)", bad
+            bad = np.rint(v) != v
+            if bad.any():
+                return "values that are not whole numbers", bad
+        if v.dtype.kind in "iuf":
+            bad = (v < info.min) | (v > info.max)
+            if bad.any():
+                return f"values outside the range of {dt.name} [{info.min}, {info.max}]", bad
+        return None
+    if dt.kind == "b":
+        bad = (v != 0) & (v != 1)
+        return ("values other than 0 and 1", bad) if bad.any() else None
+    return None

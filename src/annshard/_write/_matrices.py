@@ -19,8 +19,9 @@ append):
   decision (whole numbers in ``[0, 65535]`` are stored as ``uint16`` counts, as for ``X``).
 - obsm arrays are always stored dense, chunked along rows; their width must be the
   same in every source.
-- An append must supply every layer and obsm array the collection has, with a width
-  and values that fit their stored dtype; extra ones in the new sources are not stored.
+- An append must supply every layer and obsm array the collection has, with the same
+  obsm widths; values their stored dtype would change are refused before the cast (as
+  for ``X``); extra ones in the new sources are not stored.
 """
 
 from __future__ import annotations
@@ -117,6 +118,12 @@ def _info(src: Source, element: str) -> Any:
     return info
 
 
+def _stored_dtype(infos: list[Any]) -> np.dtype:
+    """Return the sources' common value dtype; float16 is stored as float32 like ``X`` (exact; scipy.sparse has no float16)."""
+    dtype = np.result_type(*(np.dtype(i.dtype) for i in infos))
+    return np.dtype(np.float32) if dtype == np.float16 else dtype
+
+
 def _plan_layer(sources: list[Source], name: str, x_spec: StorageSpec, n_vars: int) -> MatrixPlan:
     element = f"layers/{name}"
     infos = [_info(s, element) for s in sources]
@@ -125,7 +132,7 @@ def _plan_layer(sources: list[Source], name: str, x_spec: StorageSpec, n_vars: i
             msg = f"{s.label}: {element}: has {info.shape[1]} columns but var has {s.n_vars} genes; the file is inconsistent"
             raise SourceError(msg)
     fmt = "dense" if all(i.format == "dense" for i in infos) else "csr"
-    dtype = np.result_type(*(np.dtype(i.dtype) for i in infos))
+    dtype = _stored_dtype(infos)
     storage = replace(x_spec, x_format=fmt, data_dtype=str(dtype))
     storage = replace(storage, counts_dtype=check_counts_dtype(AUTO, storage.data_dtype, fmt))
     return MatrixPlan(MatrixSpec(element, n_vars, storage), [ValueStats() for _ in sources])
@@ -151,7 +158,7 @@ def _plan_obsm(sources: list[Source], name: str, x_spec: StorageSpec) -> MatrixP
         desc = "; ".join(f"{s.label}: {i.shape[1]}" for s, i in zip(sources, infos, strict=True))
         msg = f"{element}: has different widths across sources ({desc}); an obsm array must have the same columns in every source, leave {name!r} out of obsm=[...]"
         raise SourceError(msg)
-    dtype = np.result_type(*(np.dtype(i.dtype) for i in infos))
+    dtype = _stored_dtype(infos)
     n_cols = widths.pop()
     return MatrixPlan(
         MatrixSpec(element, n_cols, _obsm_storage(x_spec, dtype, n_cols)), [ValueStats() for _ in sources]
@@ -184,7 +191,8 @@ def plan_matrices_into(sources: list[Source], existing: tuple[MatrixSpec, ...]) 
     Raises
     ------
     SourceError
-        If a source lacks one, an obsm width differs, or the values' type does not fit the stored dtype.
+        If a source lacks one or an obsm width differs. (Values that the stored dtype would change are
+        refused by the scatter pass, before the cast and before any shard is written.)
     """
     plans = []
     for spec in existing:
@@ -204,10 +212,6 @@ def plan_matrices_into(sources: list[Source], existing: tuple[MatrixSpec, ...]) 
                 raise SourceError(msg)
             if spec.group == "layers" and info.shape[1] != s.n_vars:
                 msg = f"{s.label}: {spec.element}: has {info.shape[1]} columns but var has {s.n_vars} genes; the file is inconsistent"
-                raise SourceError(msg)
-            stored = np.dtype(spec.storage.data_dtype)
-            if not np.can_cast(np.dtype(info.dtype), stored, "same_kind"):
-                msg = f"{s.label}: {spec.element}: has {info.dtype} values, which the collection's {stored} would change; append sources with values of the same kind"
                 raise SourceError(msg)
         plans.append(MatrixPlan(spec, [ValueStats() for _ in sources]))
     return plans

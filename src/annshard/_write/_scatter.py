@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ._counts import check_exact
 from ._gather import CSRParts, take_rows
 from ._memory import trim
 
@@ -165,7 +166,13 @@ def _scatter_block(
 ) -> None:
     order = np.argsort(labels, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(counts)])
-    X = reindex_block(src.read_x(start, stop), layout, i)
+    block = src.read_x(start, stop)
+    if block.dtype == np.float16:  # stored as float32 (exact): scipy.sparse has no float16
+        block = block.astype(np.float32)
+    if not np.can_cast(block.dtype, layout.value_dtype, "safe"):  # before the cast: refuse values it would change
+        check_exact(block.data if sp.issparse(block) else block.ravel(), layout.value_dtype, src.label, src.element)
+    X = reindex_block(block, layout, i)
+    del block
     if sp.issparse(X) and layout.spec.counts_dtype is not None:
         layout.value_stats[i].update(X.data)
     X = _permute(X, order, layout.index_dtype)
@@ -204,6 +211,11 @@ def _read_matrix(
     """Rows ``start:stop`` of one layer or obsm array of source ``i``, stored as planned, in ``order``."""
     storage = plan.spec.storage
     block = src.read_matrix(plan.element, start, stop)
+    if block.dtype == np.float16:  # stored as float32 (exact), like X
+        block = block.astype(np.float32)
+    stored = np.dtype(storage.data_dtype)
+    if not np.can_cast(block.dtype, stored, "safe"):  # before the cast: refuse values it would change
+        check_exact(block.data if sp.issparse(block) else np.asarray(block).ravel(), stored, src.label, plan.element)
     if plan.is_layer:
         M = reindex_block(block, layout, i, spec=storage)
     else:

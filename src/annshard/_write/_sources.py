@@ -452,6 +452,23 @@ def _attr(node: Any, key: str, default: Any = None) -> Any:
     return v
 
 
+def _locate_unreadable(key: str, node: Any) -> tuple[str, Any]:
+    """Find the innermost element under ``node`` whose encoding anndata has no reader for (error path only)."""
+    import anndata as ad
+    from anndata._io.specs.registry import IORegistryError
+
+    if not hasattr(node, "keys"):
+        return key, node
+    for k in node:
+        try:
+            ad.io.read_elem(node[k])
+        except IORegistryError:
+            return _locate_unreadable(f"{key}/{k}", node[k])
+        except Exception:  # noqa: BLE001 - only encodings are located here
+            continue
+    return key, node
+
+
 class StoreSource(Source):
     """An AnnData stored in an ``.h5ad`` file or a zarr store, read in row blocks with anndata's readers."""
 
@@ -515,10 +532,18 @@ class StoreSource(Source):
     def _unknown_encoding(self, key: str, node: Any, cause: BaseException | None = None) -> SourceError:
         from importlib.metadata import version
 
+        key, node = _locate_unreadable(key, node)
         enc, ver = _attr(node, "encoding-type"), _attr(node, "encoding-version")
+        if enc is None:
+            return self._fail(
+                key,
+                "has no encoding metadata (written by anndata < 0.7?) and anndata cannot read it in place",
+                "read the file with anndata.read_h5ad / read_zarr and write it again with a current anndata",
+                cause,
+            )
         fix = (
-            f"annshard reads every encoding anndata {version('anndata')} reads: update anndata, or re-write "
-            "the file with a version that writes an encoding it reads"
+            f"annshard reads every encoding that anndata {version('anndata')} reads: update anndata if a newer one "
+            "reads it, or re-write the file without this element (or with it in a standard encoding)"
         )
         return self._fail(
             key, f"has encoding-type {enc!r}, encoding-version {ver!r}, which anndata cannot read", fix, cause
@@ -552,6 +577,14 @@ class StoreSource(Source):
         if enc in ("csr_matrix", "csc_matrix"):
             shape = tuple(int(s) for s in _attr(node, "shape"))
             data = node["data"]
+            if np.dtype(data.dtype) == np.float16:  # anndata cannot read it either
+                if not strict:
+                    return None
+                raise self._fail(
+                    key,
+                    "is a sparse matrix of float16 values, which scipy.sparse (and so anndata) cannot hold",
+                    "re-write it with float32 values",
+                )
             return MatrixInfo("csr" if enc == "csr_matrix" else "csc", np.dtype(data.dtype), shape, int(data.shape[0]))
         if enc == "array" and len(node.shape) == 2 and np.dtype(node.dtype).kind in "biuf":
             shape = tuple(int(s) for s in node.shape)

@@ -106,6 +106,8 @@ def _auto_spec(
             dense = all(s.x_format == "dense" for s in sources)
         dtypes = {s.x_dtype for s in sources}
         data_dtype = next(iter(dtypes)) if len(dtypes) == 1 else np.result_type(*dtypes)
+        if np.dtype(data_dtype) == np.float16:
+            data_dtype = np.float32  # scipy.sparse has no float16; float32 holds every float16 value exactly
         spec = StorageSpec(
             x_format="dense" if dense else "csr",
             data_dtype=str(np.dtype(data_dtype)),
@@ -119,6 +121,9 @@ def _auto_spec(
                 msg = f"storage has unknown keys {sorted(unknown)}; valid keys: {sorted(spec.to_dict())}"
                 raise ValueError(msg)
             spec = replace(spec, **dict(storage))
+    if np.dtype(spec.data_dtype) == np.float16:
+        msg = "storage data_dtype float16 is not supported (scipy.sparse has no float16); use 'float32'"
+        raise ValueError(msg)
     spec = replace(spec, counts_dtype=check_counts_dtype(spec.counts_dtype, spec.data_dtype, spec.x_format))
     if spec.indices_codec not in (None, "none"):
         msg = f"storage indices_codec must be 'none' (uncompressed) or None (compressed like the values), not {spec.indices_codec!r}"
@@ -427,7 +432,7 @@ def write_collection(
                     layer=layer,
                     matrices=tuple(p.spec for p in layout.matrices),
                     created_by=_version(),
-                    extra={"memory_budget": budget, "n_obs_per_shard": max(layout.shard_rows)},
+                    extra={"memory_budget": budget, "n_obs_per_shard": max(layout.shard_rows), **_notes(srcs)},
                 )
                 commit_manifest(tmp, manifest)
                 _install(tmp, path, overwrite=overwrite)
@@ -439,6 +444,14 @@ def write_collection(
             for s in srcs:
                 s.close()
     return open_collection(path)
+
+
+def _notes(sources: list[Source]) -> dict[str, Any]:
+    """Manifest notes on how values were converted (float16 sources are stored as float32)."""
+    f16 = [s.name for s in sources if s.x_dtype == np.float16]
+    if not f16:
+        return {}
+    return {"notes": [f"float16 X of {f16} stored as float32 (exact; scipy.sparse has no float16)"]}
 
 
 def _install(tmp: Path, path: Path, *, overwrite: bool) -> None:
@@ -564,9 +577,10 @@ def append_collection(
             genes = plan_genes_into(srcs, var, m.join)
             columns = plan_obs(srcs, None, obs_conflicts=obs_conflicts, existing=m.obs_columns)
             matrices = plan_matrices_into(srcs, m.matrices)
-            for s in srcs:
-                if not np.can_cast(s.x_dtype, m.storage.data_dtype, "safe"):
-                    msg = f"{s.label}: values are cast from {s.x_dtype} to the collection's {m.storage.data_dtype}"
+            for s in srcs:  # other unsafe casts are checked value by value before the cast (refused if lossy)
+                stored = np.dtype(m.storage.data_dtype)
+                if s.x_dtype.kind == "f" and stored.kind == "f" and not np.can_cast(s.x_dtype, stored, "safe"):
+                    msg = f"{s.label}: values are rounded from {s.x_dtype} to the collection's {stored}"
                     warnings.warn(msg, UserWarning, stacklevel=2)
             new_names = _unique_names([s.name for s in srcs], old_names, generation)
             names = old_names + new_names
