@@ -56,3 +56,64 @@ def _no_network():
 def network_violations() -> list[str]:
     """The live list of network attempts recorded during the current test."""
     return _violations
+
+
+# -- sources with layers and obsm (tests/write/test_layers.py, tests/load/test_layers.py) --------------------------
+def _layer_adata(prefix: str, n: int, var_names: list[str], seed: int, *, counts_dense: bool, pca: int, spliced: bool):
+    """An AnnData with pandas' default dtypes: normalised CSR X, a counts layer, a dense layer and two obsm arrays."""
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    m = len(var_names)
+    counts = sp.random(n, m, density=0.2, format="csr", dtype=np.float32, rng=rng)
+    counts.data = rng.integers(1, 300, counts.nnz).astype(np.float32)
+    X = counts.copy()
+    X.data = np.log1p(X.data / 7.0).astype(np.float32)
+    obs = pd.DataFrame({"cell_type": rng.choice(["B", "T", "NK"], n)}, index=[f"{prefix}-cell{i}" for i in range(n)])
+    a = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=var_names))
+    a.layers["counts"] = counts.toarray() if counts_dense else counts
+    a.layers["dense_l"] = rng.normal(size=(n, m))
+    if spliced:
+        a.layers["spliced"] = counts.copy()
+    a.obsm["X_pca"] = rng.normal(size=(n, pca)).astype(np.float32)
+    a.obsm["X_umap"] = rng.normal(size=(n, 2))
+    return a
+
+
+@pytest.fixture(scope="session")
+def layer_sources(tmp_path_factory) -> dict:
+    """Files written by anndata (mixed .h5ad and zarr): ``{"a.h5ad": (path, adata as anndata reads it), ...}``.
+
+    ``a.h5ad`` and ``b.zarr`` share 36 of their genes (b's in reverse order, plus 4 of its own); ``a`` has a
+    ``spliced`` layer ``b`` lacks; ``c.h5ad`` has a 5-column ``X_pca`` (6 elsewhere); ``d.zarr`` fits ``a``.
+    """
+    import warnings
+
+    import anndata as ad
+
+    root = tmp_path_factory.mktemp("layer-sources")
+    genes = [f"g{i}" for i in range(40)]
+    specs = {
+        "a.h5ad": _layer_adata("a", 240, genes, 1, counts_dense=False, pca=6, spliced=True),
+        "b.zarr": _layer_adata(
+            "b", 160, genes[::-1][:36] + [f"h{i}" for i in range(4)], 2, counts_dense=True, pca=6, spliced=False
+        ),
+        "c.h5ad": _layer_adata("c", 50, genes, 3, counts_dense=False, pca=5, spliced=False),
+        "d.zarr": _layer_adata("d", 90, genes, 4, counts_dense=False, pca=6, spliced=True),
+    }
+    out = {}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The '(mode.chained_assignment|future.infer_string)' option")
+        for name, a in specs.items():
+            path = root / name
+            if name.endswith(".h5ad"):
+                a.write_h5ad(path)
+                back = ad.read_h5ad(path)
+            else:
+                a.write_zarr(path)
+                back = ad.read_zarr(path)
+            out[name] = (path, back)
+    return out

@@ -131,10 +131,27 @@ def gather_rows(segments: list[tuple[Block, NDArray[np.int64]]], n_vars: int, po
     widened to what every consumer takes (``int32``, or ``int64`` past 2**31)
     while the batch is still warm in cache. A batch spans at most a few blocks.
     The value and index arrays come from ``pool`` (recycled buffers) when given.
+    The blocks' layers and obsm arrays (:attr:`Block.extras`) are gathered with the
+    same rows in the same order.
     """
+    out = _gather_one(segments, n_vars, pool)
+    for element in segments[0][0].extras:
+        part = _gather_one([(b.extras[element], r) for b, r in segments], n_vars, pool, index=out.index)
+        out.extras[element] = part
+    return out
+
+
+def _gather_one(
+    segments: list[tuple[Block, NDArray[np.int64]]],
+    n_vars: int,
+    pool: BufferPool | None,
+    *,
+    index: NDArray[np.int64] | None = None,
+) -> Block:
     from ._fetch import Block
 
-    index = np.concatenate([b.index[r] for b, r in segments])
+    if index is None:
+        index = np.concatenate([b.index[r] for b, r in segments])
     first = segments[0][0]
     if first.indptr is None:
         data = np.concatenate([np.take(b.data, r, axis=0) for b, r in segments])

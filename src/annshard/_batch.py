@@ -26,20 +26,29 @@ class Batch:
         (labels in :attr:`annshard.Loader.categories`), numeric ones as values.
     index
         Every row's global position in the loader's collection(s).
+    layers
+        The requested layers by name (``Loader(..., layers=[...])``), row for row with ``X``,
+        in the same output type as ``X``.
+    obsm
+        The requested obsm arrays by name (``Loader(..., obsm=[...])``), row for row with ``X``,
+        always dense (numpy, or a dense torch / cupy array).
     """
 
     X: Any
     obs: dict[str, Any] = field(default_factory=dict)
     index: Any = None
+    layers: dict[str, Any] = field(default_factory=dict)
+    obsm: dict[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> Any:
-        if key in ("X", "obs", "index"):
+        if key in ("X", "obs", "index", "layers", "obsm"):
             return getattr(self, key)
         raise KeyError(key)
 
     def keys(self) -> Iterator[str]:
-        """Return the keys ``batch[...]`` accepts."""
-        return iter(("X", "obs", "index"))
+        """Return the keys ``batch[...]`` accepts (``layers`` and ``obsm`` when the loader yields some)."""
+        extra = tuple(k for k in ("layers", "obsm") if getattr(self, k))
+        return iter(("X", "obs", "index", *extra))
 
     @property
     def n_obs(self) -> int:
@@ -47,4 +56,7 @@ class Batch:
         return int(self.X.shape[0])
 
     def __repr__(self) -> str:
-        return f"Batch(X={type(self.X).__name__}{tuple(self.X.shape)}, obs={sorted(self.obs)}, n_obs={self.n_obs})"
+        extra = "".join(f", {k}={sorted(getattr(self, k))}" for k in ("layers", "obsm") if getattr(self, k))
+        return (
+            f"Batch(X={type(self.X).__name__}{tuple(self.X.shape)}, obs={sorted(self.obs)}{extra}, n_obs={self.n_obs})"
+        )

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -171,12 +171,16 @@ class Block:
         CSR values, or the dense 2-D rows.
     indices
         CSR gene indices as stored (e.g. ``uint16``); ``None`` for dense.
+    extras
+        The same rows of the layers and obsm arrays read with ``X``, by element
+        (``"layers/counts"``), each as a block of its own (its ``index`` is this block's).
     """
 
     index: NDArray[np.int64]
     indptr: NDArray[np.int64] | None
     data: np.ndarray
     indices: np.ndarray | None
+    extras: dict[str, Block] = field(default_factory=dict)
 
     @property
     def n_rows(self) -> int:
@@ -210,38 +214,54 @@ class BlockReader:
         ``"X"`` or ``"layers/<name>"``.
     threads
         zarrs decode threads (``None``: zarrs' default, all cores).
+    extras
+        Further elements (``"layers/<name>"``, ``"obsm/<name>"``) read for the same rows in the
+        same request (:attr:`Block.extras`).
     """
 
-    def __init__(self, shards: Sequence[ShardRef], *, element: str = "X", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        shards: Sequence[ShardRef],
+        *,
+        element: str = "X",
+        threads: int | None = None,
+        extras: Sequence[str] = (),
+    ) -> None:
         self.shards = list(shards)
         self._offsets = np.array([ref.offset for ref in self.shards], dtype=np.int64)
         self.element = element
+        self.extras = tuple(extras)
         self.threads = threads
-        self._arrays: dict[int, Any] = {}
-        self._indptr: dict[int, NDArray[np.int64]] = {}
-        self._direct: dict[int, tuple[DirectRuns | None, DirectRuns | None]] = {}
+        self._arrays: dict[tuple[int, str], Any] = {}
+        self._indptr: dict[tuple[int, str], NDArray[np.int64]] = {}
+        self._direct: dict[tuple[int, str], tuple[DirectRuns | None, DirectRuns | None]] = {}
         self._lock = threading.Lock()
 
-    def arrays(self, i: int) -> Any:
-        """Return the (cached) zarr arrays of shard ``i``, loading its indptr into memory."""
+    def arrays(self, i: int, element: str | None = None) -> Any:
+        """Return the (cached) zarr arrays of ``element`` (default: the main one) of shard ``i``, loading its indptr."""
+        element = self.element if element is None else element
+        key = (i, element)
         with self._lock:
-            if i not in self._arrays:
+            if key not in self._arrays:
                 ref = self.shards[i]
                 try:
                     with zarr_config(threads=self.threads):  # zarrs fixes its thread count when an array opens
-                        arrs = open_shard_arrays(ref.collection.shard_group(ref.shard), element=self.element)
+                        arrs = open_shard_arrays(ref.collection.shard_group(ref.shard), element=element)
                         indptr = None if arrs.indptr is None else np.asarray(arrs.indptr[...], dtype=np.int64)
                 except Exception as e:
-                    msg = f"{ref.where}: cannot open {self.element!r} ({type(e).__name__}: {e}); the shard is missing or damaged, rewrite the collection"
+                    msg = f"{ref.where}: cannot open {element!r} ({type(e).__name__}: {e}); the shard is missing or damaged, rewrite the collection"
                     raise CorruptShardError(msg) from e
-                self._arrays[i] = arrs
-                self._direct[i] = (
+                if arrs.shape[0] != ref.collection.shards[ref.shard].n_obs:
+                    msg = f"{ref.where}: {element!r} has {arrs.shape[0]} rows but the manifest lists {ref.collection.shards[ref.shard].n_obs}; the shard is damaged, rewrite the collection"
+                    raise CorruptShardError(msg)
+                self._arrays[key] = arrs
+                self._direct[key] = (
                     DirectRuns.create(arrs.data),
                     None if arrs.indices is None else DirectRuns.create(arrs.indices),
                 )
                 if indptr is not None:
-                    self._indptr[i] = indptr
-            return self._arrays[i]
+                    self._indptr[key] = indptr
+            return self._arrays[key]
 
     def read(self, chunks: NDArray[np.int64], pool: BufferPool | None = None) -> Block:
         """Read ``chunks`` (``(n, 3)`` of shard, start, stop), sorted by shard and start first.
@@ -262,11 +282,23 @@ class BlockReader:
         local = np.repeat(chunks[:, 1], lens) + within
         row_shard = np.repeat(chunks[:, 0], lens)
         index = self._offsets[row_shard] + local
-        arrs = [self.arrays(int(s)) for s in shard_ids]
-        if arrs[0].kind == "dense":
-            return self._read_dense(chunks, shard_ids, arrs, index)
         bounds = np.searchsorted(row_shard, np.append(shard_ids, shard_ids[-1] + 1))
-        return self._read_csr(chunks, shard_ids, arrs, index, local, bounds, pool)
+        # X and every extra element: one list of reads, decoded in one request
+        jobs: list[Any] = []
+        direct: list[tuple[DirectRuns, NDArray[np.int64], np.ndarray]] = []
+        blocks = []
+        for element in (self.element, *self.extras):
+            arrs = [self.arrays(int(s), element) for s in shard_ids]
+            if arrs[0].kind == "dense":
+                blocks.append(self._plan_dense(chunks, shard_ids, arrs, index, element, jobs, direct))
+            else:
+                blocks.append(
+                    self._plan_csr(chunks, shard_ids, arrs, index, local, bounds, pool, element, jobs, direct)
+                )
+        self._run(jobs, chunks, shard_ids, direct)
+        block = blocks[0]
+        block.extras = dict(zip(self.extras, blocks[1:], strict=True))
+        return block
 
     def _row_runs(self, chunks: NDArray[np.int64], s: int) -> NDArray[np.int64]:
         sub = chunks[chunks[:, 0] == s][:, 1:]
@@ -276,7 +308,7 @@ class BlockReader:
         stops = sub[np.concatenate([brk - 1, [sub.shape[0] - 1]]), 1]
         return np.stack([starts, stops], axis=1)
 
-    def _read_csr(
+    def _plan_csr(
         self,
         chunks: NDArray[np.int64],
         shard_ids: np.ndarray,
@@ -285,10 +317,14 @@ class BlockReader:
         local: np.ndarray,
         bounds: np.ndarray,
         pool: BufferPool | None,
+        element: str,
+        jobs: list[Any],
+        direct: list[tuple[DirectRuns, NDArray[np.int64], np.ndarray]],
     ) -> Block:
+        """Allocate a CSR element's block and add its reads to ``jobs`` / ``direct``."""
         lens_parts, elem_runs = [], []
         for j, s in enumerate(shard_ids.tolist()):
-            ip = self._indptr[s]
+            ip = self._indptr[(s, element)]
             runs = self._row_runs(chunks, s)
             elem_runs.append(np.stack([ip[runs[:, 0]], ip[runs[:, 1]]], axis=1))
             rows = local[bounds[j] : bounds[j + 1]]
@@ -300,35 +336,41 @@ class BlockReader:
         empty = np.empty if pool is None else pool.empty
         data = empty(nnz, dtype=arrs[0].data.dtype)
         indices = empty(nnz, dtype=arrs[0].indices.dtype)
-        jobs, direct, pos = [], [], 0
+        pos = 0
         for s, a, er in zip(shard_ids.tolist(), arrs, elem_runs, strict=True):
             k = int((er[:, 1] - er[:, 0]).sum())
-            dd, di = self._direct[s]
+            dd, di = self._direct[(s, element)]
             for reader, arr, out in ((dd, a.data, data[pos : pos + k]), (di, a.indices, indices[pos : pos + k])):
                 if reader is not None:
                     direct.append((reader, er, out))
                 else:
                     jobs.append(_read_runs(arr, er, out))
             pos += k
-        self._run(jobs, chunks, shard_ids, direct)
         return Block(index=index, indptr=indptr, data=data, indices=indices)
 
-    def _read_dense(
-        self, chunks: NDArray[np.int64], shard_ids: np.ndarray, arrs: list[Any], index: np.ndarray
+    def _plan_dense(
+        self,
+        chunks: NDArray[np.int64],
+        shard_ids: np.ndarray,
+        arrs: list[Any],
+        index: np.ndarray,
+        element: str,
+        jobs: list[Any],
+        direct: list[tuple[DirectRuns, NDArray[np.int64], np.ndarray]],
     ) -> Block:
+        """Allocate a dense element's block and add its reads to ``jobs`` / ``direct``."""
         n_vars = int(arrs[0].shape[1])
         data = np.empty((index.shape[0], n_vars), dtype=arrs[0].data.dtype)
-        jobs, direct, pos = [], [], 0
+        pos = 0
         for s, a in zip(shard_ids.tolist(), arrs, strict=True):
             runs = self._row_runs(chunks, s)
             k = int((runs[:, 1] - runs[:, 0]).sum())
-            reader = self._direct[s][0]
+            reader = self._direct[(s, element)][0]
             if reader is not None:
                 direct.append((reader, runs, data[pos : pos + k]))
             else:
                 jobs.append(_read_runs(a.data, runs, data[pos : pos + k]))
             pos += k
-        self._run(jobs, chunks, shard_ids, direct)
         return Block(index=index, indptr=None, data=data, indices=None)
 
     def _run(
@@ -348,7 +390,8 @@ class BlockReader:
             where = "; ".join(
                 f"{self.shards[s].where} rows {self._describe_rows(chunks, s)}" for s in shard_ids.tolist()
             )
-            msg = f"cannot read {self.element!r} ({type(e).__name__}: {e}) from {where}; the shard is damaged (a truncated or missing chunk file?), rewrite the collection"
+            elements = ", ".join(repr(el) for el in (self.element, *self.extras))
+            msg = f"cannot read {elements} ({type(e).__name__}: {e}) from {where}; the shard is damaged (a truncated or missing chunk file?), rewrite the collection"
             raise CorruptShardError(msg) from e
 
     @staticmethod

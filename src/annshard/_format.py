@@ -25,6 +25,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_KEY",
     "Manifest",
+    "MatrixSpec",
     "ObsColumn",
     "ShardInfo",
     "SourceInfo",
@@ -135,6 +136,54 @@ class StorageSpec:
         # zarrs reads "u1" but not numpy's "|u1"
         dtype, astype = (np.dtype(d).str.lstrip("|") for d in (self.data_dtype, self.counts_dtype))
         return (FixedScaleOffset(offset=0, scale=1, dtype=dtype, astype=astype),)
+
+
+@dataclass(frozen=True)
+class MatrixSpec:
+    """A matrix stored beside ``X`` in every shard, for the same rows: a layer or an obsm array.
+
+    Attributes
+    ----------
+    element
+        Its path in each shard: ``"layers/<name>"`` or ``"obsm/<name>"``.
+    n_cols
+        Columns: the collection's genes for a layer, the array's width for obsm.
+    storage
+        How it is laid out (its own format, value dtype and counts decision); obsm arrays are
+        always dense, chunked along rows.
+    """
+
+    element: str
+    n_cols: int
+    storage: StorageSpec
+
+    def __post_init__(self) -> None:
+        group, _, name = self.element.partition("/")
+        if group not in ("layers", "obsm") or not name or "/" in name:
+            msg = f"matrix element {self.element!r} is not 'layers/<name>' or 'obsm/<name>'"
+            raise CollectionFormatError(msg)
+        if group == "obsm" and self.storage.x_format != "dense":
+            msg = f"matrix element {self.element!r}: obsm arrays are stored dense, not {self.storage.x_format!r}"
+            raise CollectionFormatError(msg)
+
+    @property
+    def group(self) -> Literal["layers", "obsm"]:
+        """``"layers"`` or ``"obsm"``."""
+        return self.element.partition("/")[0]  # type: ignore[return-value]
+
+    @property
+    def name(self) -> str:
+        """The layer's or obsm array's key."""
+        return self.element.partition("/")[2]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return {"element": self.element, "n_cols": self.n_cols, "storage": self.storage.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MatrixSpec:
+        """Inverse of :meth:`to_dict`."""
+        return cls(element=str(d["element"]), n_cols=int(d["n_cols"]), storage=StorageSpec.from_dict(d["storage"]))
 
 
 @dataclass(frozen=True)
@@ -275,6 +324,9 @@ class Manifest:
         The source layer that became ``X`` (``None`` for ``X``).
     appends
         One entry per append: its seed and the number of shards and rows it added.
+    matrices
+        Layers and obsm arrays stored beside ``X`` in every shard (none in collections
+        written before this field existed).
     created_by
         annshard version that wrote the first generation.
     format
@@ -293,6 +345,7 @@ class Manifest:
     obs_columns: tuple[ObsColumn, ...]
     layer: str | None = None
     appends: tuple[dict[str, Any], ...] = ()
+    matrices: tuple[MatrixSpec, ...] = ()
     created_by: str = ""
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
@@ -336,6 +389,7 @@ class Manifest:
             "sources": [s.to_dict() for s in self.sources],
             "obs_columns": [c.to_dict() for c in self.obs_columns],
             "appends": list(self.appends),
+            "matrices": [m.to_dict() for m in self.matrices],
             "created_by": self.created_by,
             "extra": dict(self.extra),
         }
@@ -387,6 +441,7 @@ def _read_v1(d: dict[str, Any]) -> Manifest:
         sources=tuple(SourceInfo.from_dict(s) for s in d["sources"]),
         obs_columns=tuple(ObsColumn.from_dict(c) for c in d["obs_columns"]),
         appends=tuple(d.get("appends", ())),
+        matrices=tuple(MatrixSpec.from_dict(m) for m in d.get("matrices", ())),
         created_by=d.get("created_by", ""),
         format=d["format"],
         format_version=int(d["format_version"]),

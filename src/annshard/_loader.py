@@ -23,7 +23,7 @@ from ._collection import Collection, open_collection
 from ._errors import CorruptShardError
 from ._fetch import Block, BlockReader, ShardRef
 from ._obs import ObsTable
-from ._output import OUTPUTS, Output, convert
+from ._output import OUTPUTS, Output, convert, convert_dense
 from ._world import World
 from .samplers import Sampler, SamplerContext, get_sampler
 
@@ -79,6 +79,13 @@ class Loader:
         see :attr:`categories`).
     layer
         Read this layer instead of ``X``.
+    layers
+        Layers stored in the collection (``write_collection(..., layers=[...])``) to yield with
+        every batch as ``batch.layers[name]``, row for row with ``X`` and in its output type
+        (read with ``X`` in the same request, for the same rows).
+    obsm
+        obsm arrays stored in the collection to yield as ``batch.obsm[name]``, row for row
+        with ``X``, always dense (numpy for ``"scipy"`` / ``"numpy"`` outputs).
     output
         ``"scipy"`` (CSR), ``"numpy"`` (dense), ``"torch"`` (sparse CSR tensor, or dense with
         ``dense=True``) or ``"cupy"``.
@@ -121,6 +128,8 @@ class Loader:
         sampler: str | Sampler = "random",
         obs_columns: Sequence[str] | None = None,
         layer: str | None = None,
+        layers: Sequence[str] | None = None,
+        obsm: Sequence[str] | None = None,
         output: Output = "scipy",
         dense: bool = False,
         device: str | None = None,
@@ -164,11 +173,15 @@ class Loader:
         self._obs = ObsTable(self.collections)
         self._obs.load(self.obs_columns)
         self._element = "X" if layer is None else f"layers/{layer}"
+        self.layers = _names("layers", layers)
+        self.obsm = _names("obsm", obsm)
+        self._extras = tuple(f"layers/{k}" for k in self.layers) + tuple(f"obsm/{k}" for k in self.obsm)
+        self._extra_cols = self._check_matrices()
         if read_threads is not None and (not isinstance(read_threads, int) or read_threads <= 0):
             msg = f"read_threads must be a positive integer or None, got {read_threads!r}"
             raise ValueError(msg)
         self.read_threads = read_threads or max(1, (os.cpu_count() or 2) - 1)
-        self._reader = BlockReader(self._shards, element=self._element, threads=self.read_threads)
+        self._reader = BlockReader(self._shards, element=self._element, threads=self.read_threads, extras=self._extras)
         self._check_layer()
         self.sampler = get_sampler(sampler).bind(SamplerContext(n_obs=self._n_obs, obs=self._obs.column))
         # epoch bookkeeping: the next iteration starts at (epoch, position)
@@ -212,6 +225,32 @@ class Loader:
             msg = f"layer {self.layer!r} is not in collection {ref.collection.path} (shard {ref.collection.shards[ref.shard].name}); available layers: {layers or 'none'}"
             raise KeyError(msg)
 
+    def _check_matrices(self) -> dict[str, int]:
+        """Check that every collection stores the requested layers and obsm arrays; return their widths."""
+        widths: dict[str, int] = {}
+        first: dict[str, Collection] = {}
+        for coll in self.collections:
+            if not coll.shards:
+                continue
+            group = coll.shard_group(0)
+            for element in self._extras:
+                kind, _, name = element.partition("/")
+                have = sorted(group[kind].keys()) if kind in group else []
+                if name not in have:
+                    msg = f"{kind} {name!r} is not in collection {coll.path} (shard {coll.shards[0].name}); available {kind}: {have or 'none'} (write it with write_collection(..., {kind}=[{name!r}]))"
+                    raise KeyError(msg)
+                node = group[element]
+                shape = node.attrs["shape"] if "shape" in node.attrs else node.shape
+                width = int(shape[1]) if len(shape) > 1 else 1
+                if kind == "layers" and width != self.n_vars:
+                    msg = f"collection {coll.path}: layer {name!r} has {width} columns, X has {self.n_vars}; the collection is damaged, rewrite it"
+                    raise CorruptShardError(msg)
+                if widths.setdefault(element, width) != width:
+                    msg = f"obsm {name!r} has {widths[element]} columns in collection {first[element].path} but {width} in {coll.path}; a Loader over several collections needs the same width"
+                    raise ValueError(msg)
+                first.setdefault(element, coll)
+        return widths
+
     # -- public properties ----------------------------------------------------------------------
     @property
     def n_obs(self) -> int:
@@ -239,6 +278,8 @@ class Loader:
             "seed": self.seed,
             "obs_columns": list(self.obs_columns),
             "layer": self.layer,
+            "layers": list(self.layers),
+            "obsm": list(self.obsm),
             "output": self.output,
             "dense": self.dense,
             "device": self.device,
@@ -346,8 +387,9 @@ class Loader:
         per_block = max(1, self.chunk_size * self.preload_nchunks // self.batch_size)
         # recycled buffers (no fresh zeroed pages per block and batch): 2 arrays per block, at most 4 blocks
         # alive; 3 per batch, the batches queued plus the consumer's and the one or two the user holds
-        block_pool = BufferPool(max_buffers=2 * 4)
-        batch_pool = BufferPool(max_buffers=3 * (per_block + 4))
+        arrays = 1 + len(self._extras)  # X and each layer / obsm array
+        block_pool = BufferPool(max_buffers=2 * 4 * arrays)
+        batch_pool = BufferPool(max_buffers=3 * (per_block + 4) * arrays)
         blocks = Prefetcher(range(first, stream.n_blocks), read, slots=2)
         # stage B (thread): gather each batch's rows straight from the read-order blocks (one copy per value),
         # then widen its gene indices; A and B run on different cores
@@ -366,6 +408,22 @@ class Loader:
 
     def _make_batch(self, block: Block) -> Batch:
         x, index = convert(block, n_vars=self.n_vars, output=self.output, dense=self.dense, device=self.device)
+        layers = {
+            k: convert(
+                block.extras[f"layers/{k}"],
+                n_vars=self.n_vars,
+                output=self.output,
+                dense=self.dense,
+                device=self.device,
+            )[0]
+            for k in self.layers
+        }
+        obsm = {
+            k: convert_dense(
+                block.extras[f"obsm/{k}"], n_vars=self._extra_cols[f"obsm/{k}"], output=self.output, device=self.device
+            )
+            for k in self.obsm
+        }
         obs = self._obs.take(self.obs_columns, block.index)
         if self.output == "torch":
             import torch
@@ -374,7 +432,7 @@ class Loader:
             if self.device is not None:
                 obs = {k: v.to(self.device, non_blocking=True) if hasattr(v, "to") else v for k, v in obs.items()}
                 index = index.to(self.device, non_blocking=True)
-        return Batch(X=x, obs=obs, index=index)
+        return Batch(X=x, obs=obs, index=index, layers=layers, obsm=obsm)
 
     # -- pickling (DataLoader workers) ------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -387,7 +445,7 @@ class Loader:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._reader = BlockReader(self._shards, element=self._element, threads=self.read_threads)
+        self._reader = BlockReader(self._shards, element=self._element, threads=self.read_threads, extras=self._extras)
         _register_with_torch()
 
     def __getitem__(self, key: Any) -> Any:
@@ -396,6 +454,20 @@ class Loader:
             "Loader was created: import torch first so the Loader registers as an IterableDataset"
         )
         raise TypeError(msg)
+
+
+def _names(kind: str, names: Sequence[str] | None) -> tuple[str, ...]:
+    if names is None:
+        return ()
+    if isinstance(names, str):
+        msg = f"{kind} must be a list of names, not the string {names!r} (did you mean {kind}=[{names!r}]?)"
+        raise TypeError(msg)
+    out = tuple(dict.fromkeys(names))
+    for n in out:
+        if not isinstance(n, str) or not n or "/" in n:
+            msg = f"{kind} names must be non-empty strings without '/', not {n!r}"
+            raise ValueError(msg)
+    return out
 
 
 def _register_with_torch() -> None:

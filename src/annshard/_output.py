@@ -19,7 +19,7 @@ import scipy.sparse as sp
 if TYPE_CHECKING:
     from ._fetch import Block
 
-__all__ = ["OUTPUTS", "Output", "convert"]
+__all__ = ["OUTPUTS", "Output", "convert", "convert_dense"]
 
 Output = Literal["scipy", "numpy", "torch", "cupy"]
 OUTPUTS = ("scipy", "numpy", "torch", "cupy")
@@ -45,6 +45,23 @@ def convert(block: Block, *, n_vars: int, output: Output, dense: bool, device: s
         return _torch(block, n_vars, dense=dense or is_dense, device=device)
     if output == "cupy":
         return _cupy(block, n_vars, dense=dense or is_dense)
+    msg = f"unknown output {output!r}; choose one of {OUTPUTS}"
+    raise ValueError(msg)
+
+
+def convert_dense(block: Block, *, n_vars: int, output: Output, device: str | None) -> Any:
+    """Return a block's values as a dense array of the requested kind (obsm arrays): numpy for ``scipy`` / ``numpy``."""
+    values = block.data if block.indptr is None else _csr(block, n_vars).toarray()
+    if output in ("scipy", "numpy"):
+        return values
+    if output == "torch":
+        import torch
+
+        return _to_device(torch, values, device)
+    if output == "cupy":
+        import cupy as cp
+
+        return cp.asarray(values)
     msg = f"unknown output {output!r}; choose one of {OUTPUTS}"
     raise ValueError(msg)
 

@@ -21,9 +21,11 @@ import scipy.sparse as sp
 import zarr
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import pandas as pd
 
-    from ._format import StorageSpec
+    from ._format import MatrixSpec, StorageSpec
 
 __all__ = ["ShardArrays", "open_shard_arrays", "write_shard"]
 
@@ -71,6 +73,9 @@ def _local_dir(group: zarr.Group) -> Path | None:
     return None if root is None else Path(root) / group.path
 
 
+_DICT_ATTRS = {"encoding-type": "dict", "encoding-version": "0.1.0"}
+
+
 def _write_frames(g: zarr.Group, obs: pd.DataFrame, var: pd.DataFrame, var_from: zarr.Group | None) -> None:
     """Write obs, var (copied from ``var_from``'s when given) and the empty AnnData elements."""
     ad.io.write_elem(g, "obs", obs)
@@ -79,7 +84,7 @@ def _write_frames(g: zarr.Group, obs: pd.DataFrame, var: pd.DataFrame, var_from:
         shutil.copytree(src / "var", dst / "var")  # every shard's var is the same: written once, copied after
     else:
         ad.io.write_elem(g, "var", var)
-    for key in ("layers", "obsm", "varm", "obsp", "varp", "uns"):
+    for key in ("varm", "obsp", "varp", "uns"):
         ad.io.write_elem(g, key, {})
 
 
@@ -92,6 +97,7 @@ def write_shard(
     var: pd.DataFrame,
     spec: StorageSpec,
     var_from: zarr.Group | None = None,
+    matrices: Sequence[tuple[MatrixSpec, Any]] = (),
 ) -> int:
     """Write one shard as child group ``name`` of ``root``.
 
@@ -115,6 +121,9 @@ def write_shard(
     var_from
         A shard of the same collection already written: its ``var`` (which must equal ``var``)
         is copied file by file instead of being encoded again.
+    matrices
+        Layers and obsm arrays with the same rows as ``X`` (in the same order), each with its
+        manifest entry; written as ``layers/<k>`` / ``obsm/<k>`` with their own storage.
 
     Returns
     -------
@@ -122,22 +131,30 @@ def write_shard(
     """
     g = root.create_group(name)
     g.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
+    groups = {key: g.create_group(key) for key in ("layers", "obsm")}
+    for group in groups.values():
+        group.attrs.update(_DICT_ATTRS)
     # obs and var are many small zarr nodes (Python-bound metadata writes): written in a thread while
     # zarrs encodes X on the other cores
     with ThreadPoolExecutor(1, thread_name_prefix="annshard-frames") as pool:
         frames = pool.submit(_write_frames, g, obs, var, var_from)
         nnz = _write_x(g, X, spec)
+        for m, values in matrices:
+            if values.shape[0] != X.shape[0] or values.shape[1] != m.n_cols:
+                msg = f"{m.element}: has shape {tuple(values.shape)}, expected ({X.shape[0]}, {m.n_cols})"
+                raise ValueError(msg)
+            _write_x(groups[m.group], values, m.storage, key=m.name)
         frames.result()
     return nnz
 
 
-def _write_x(g: zarr.Group, X: sp.csr_matrix | np.ndarray | Any, spec: StorageSpec) -> int:
+def _write_x(g: zarr.Group, X: sp.csr_matrix | np.ndarray | Any, spec: StorageSpec, *, key: str = "X") -> int:
     n_obs, n_vars = X.shape
     if spec.x_format == "csr":
         # anything with CSR ``data``/``indices``/``indptr`` is written as is (scipy would upcast uint16 indices)
         if not (getattr(X, "format", None) == "csr" and hasattr(X, "indptr")):
             X = sp.csr_matrix(X) if not sp.issparse(X) else X.tocsr()
-        xg = g.create_group("X")
+        xg = g.create_group(key)
         xg.attrs.update({"encoding-type": "csr_matrix", "encoding-version": "0.1.0", "shape": [n_obs, n_vars]})
         _write_1d(
             xg,
@@ -172,7 +189,7 @@ def _write_x(g: zarr.Group, X: sp.csr_matrix | np.ndarray | Any, spec: StorageSp
         rows = max(1, min(spec.dense_chunk_rows, n_obs))
         shard_rows = max(rows, min(spec.dense_shard_rows, n_obs) // rows * rows)
         arr = g.create_array(
-            "X",
+            key,
             shape=dense.shape,
             dtype=dense.dtype,
             chunks=(rows, max(1, n_vars)),

@@ -34,13 +34,13 @@ def test_direct_reads_equal_zarr_reads(which, request, monkeypatch):
     built = request.getfixturevalue(which)
     direct = _reader(built)
     direct.arrays(0)
-    assert direct._direct[0][0] is not None, "zarrs reads this collection directly"
+    assert direct._direct[(0, "X")][0] is not None, "zarrs reads this collection directly"
     chunks = _random_chunks(direct, np.random.default_rng(0), 40, 50)
     a = direct.read(chunks, BufferPool(4))
     monkeypatch.setattr(DirectRuns, "create", classmethod(lambda cls, array: None))
     via_zarr = _reader(built)
     b = via_zarr.read(chunks)
-    assert via_zarr._direct[0] == (None, None)
+    assert via_zarr._direct[(0, "X")] == (None, None)
     np.testing.assert_array_equal(a.index, b.index)
     np.testing.assert_array_equal(a.data, b.data)
     if a.indptr is not None:

@@ -27,6 +27,18 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--layer", default=None, help="take this layer instead of X")
     parser.add_argument(
+        "--layers",
+        default=None,
+        metavar="NAMES",
+        help="comma-separated layers to keep beside X in every shard, or 'all' (those every source has)",
+    )
+    parser.add_argument(
+        "--obsm",
+        default=None,
+        metavar="NAMES",
+        help="comma-separated obsm arrays (embeddings) to keep in every shard, or 'all'",
+    )
+    parser.add_argument(
         "--memory-budget", default="1GB", metavar="SIZE", help="peak working memory, e.g. 512MB, 4GiB (default: 1GB)"
     )
     parser.add_argument(
@@ -50,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from annshard._write import write_collection
 
     obs_columns = None if args.obs_columns is None else [c.strip() for c in args.obs_columns.split(",") if c.strip()]
+    layers, obsm = (_names(v) for v in (args.layers, args.obsm))
     t0 = time.perf_counter()
     coll = write_collection(
         args.sources,
@@ -58,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         join=args.join,
         obs_columns=obs_columns,
         layer=args.layer,
+        layers=layers,
+        obsm=obsm,
         memory_budget=args.memory_budget,
         n_obs_per_shard=args.n_obs_per_shard,
         dense=args.dense,
@@ -72,3 +87,10 @@ def run(args: argparse.Namespace) -> int:
         f"({coll.n_obs / max(dt, 1e-9):,.0f} cells/s)"
     )
     return 0
+
+
+def _names(value: str | None) -> list[str] | str | None:
+    """``"a,b"`` -> ``["a", "b"]``; ``"all"`` and ``None`` pass through."""
+    if value is None or value.strip() == "all":
+        return None if value is None else "all"
+    return [v.strip() for v in value.split(",") if v.strip()]

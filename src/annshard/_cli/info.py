@@ -41,6 +41,12 @@ def describe(coll: Collection) -> str:
         + (" (uncompressed)" if st.x_format == "csr" and st.indices_codec == "none" else "")
         + f", blosc {st.codec} clevel {st.clevel} {st.shuffle}",
     ]
+    for mat in m.matrices:
+        ms = mat.storage
+        lines.append(
+            f"  {mat.group:<10} {mat.name}: {ms.x_format}, {mat.n_cols} columns, {ms.data_dtype} values"
+            + (f" (whole numbers, stored as {ms.counts_dtype})" if ms.counts_dtype else "")
+        )
     if m.appends:
         lines.append(f"  appends    {len(m.appends)}")
     lines.append(f"  sources    {len(m.sources)}")

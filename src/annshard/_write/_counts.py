@@ -93,7 +93,9 @@ def check_counts_dtype(value: str | None, data_dtype: str, x_format: str) -> str
     return dt.name
 
 
-def resolve_counts(spec: StorageSpec, sources: list[Source], stats: list[ValueStats]) -> StorageSpec:
+def resolve_counts(
+    spec: StorageSpec, sources: list[Source], stats: list[ValueStats], *, element: str = "X"
+) -> StorageSpec:
     """Return ``spec`` with ``counts_dtype`` decided (``"auto"``) or checked against every source's values.
 
     Raises
@@ -110,7 +112,7 @@ def resolve_counts(spec: StorageSpec, sources: list[Source], stats: list[ValueSt
     for src, st in zip(sources, stats, strict=True):
         if not st.fits(dt):
             msg = (
-                f"{src.label}: X {st.describe()}, but this collection stores values as whole numbers "
+                f"{src.label}: {element} {st.describe()}, but this collection stores values as whole numbers "
                 f"in {dt.name} (storage counts_dtype={dt.name!r}), which would change them. Write these "
                 "sources to a new collection (storage={'counts_dtype': None} keeps any values as they are)"
             )

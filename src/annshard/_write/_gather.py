@@ -26,6 +26,8 @@ from ._memory import trim
 if TYPE_CHECKING:
     import zarr
 
+    from annshard._format import StorageSpec
+
     from ._layout import Layout
 
 __all__ = ["CSRParts", "decode_strings", "gather_bucket", "load_bucket", "take_rows"]
@@ -90,22 +92,27 @@ def _load_strings(layout: Layout, k: int, key: str, n: int) -> np.ndarray:
     return decode_strings(blob, lengths)
 
 
+def _load_matrix(
+    layout: Layout, k: int, prefix: str, storage: StorageSpec, n_cols: int, perm: np.ndarray
+) -> CSRParts | np.ndarray:
+    """Load one matrix of bucket ``k`` (files ``<prefix>data``, ...) with its rows in ``perm`` order."""
+    n = perm.shape[0]
+    vdt = np.dtype(storage.data_dtype)
+    if storage.x_format == "csr":
+        rowlen = _load(layout, k, f"{prefix}rowlen", np.int64, n)
+        indptr = np.concatenate([[0], np.cumsum(rowlen)])
+        data = _load(layout, k, f"{prefix}data", vdt, int(indptr[-1]))
+        indices = _load(layout, k, f"{prefix}indices", np.dtype(storage.indices_dtype), int(indptr[-1]))
+        return take_rows(data, indices, indptr, perm, n_cols)
+    flat = _load(layout, k, f"{prefix}data", vdt, n * n_cols)
+    return flat.reshape(n, n_cols)[perm]
+
+
 def load_bucket(layout: Layout, k: int) -> tuple[CSRParts | np.ndarray, pd.DataFrame]:
     """Load bucket ``k`` and permute its rows; returns the shard's ``X`` and ``obs``."""
     n = layout.shard_rows[k]
-    n_vars = layout.genes.n_vars
     perm = layout.rng(1, k).permutation(n)
-    if layout.spec.x_format == "csr":
-        rowlen = _load(layout, k, "rowlen", np.int64, n)
-        indptr = np.concatenate([[0], np.cumsum(rowlen)])
-        data = _load(layout, k, "data", layout.value_dtype, int(indptr[-1]))
-        indices = _load(layout, k, "indices", layout.index_dtype, int(indptr[-1]))
-        X = take_rows(data, indices, indptr, perm, n_vars)
-        del data, indices, rowlen
-    else:
-        flat = _load(layout, k, "data", layout.value_dtype, n * n_vars)
-        X = flat.reshape(n, n_vars)[perm]
-        del flat
+    X = _load_matrix(layout, k, "", layout.spec, layout.genes.n_vars, perm)
     names = _load_strings(layout, k, "names", n)[perm]
     columns: dict[str, object] = {}
     for j, col in enumerate(layout.columns):
@@ -133,9 +140,15 @@ def gather_bucket(layout: Layout, k: int, root: zarr.Group, name: str, var_from:
     ``var_from`` names a shard of ``root`` written before, whose ``var`` is copied.
     """
     X, obs = load_bucket(layout, k)
+    # the layers and obsm arrays, permuted like X (the same generator, the same rows)
+    perm = layout.rng(1, k).permutation(layout.shard_rows[k])
+    matrices = [
+        (p.spec, _load_matrix(layout, k, f"m{j}.", p.spec.storage, p.spec.n_cols, perm))
+        for j, p in enumerate(layout.matrices)
+    ]
     src = None if var_from is None else root[var_from]
-    nnz = write_shard(root, name, X=X, obs=obs, var=layout.genes.var, spec=layout.spec, var_from=src)
-    del X, obs
+    nnz = write_shard(root, name, X=X, obs=obs, var=layout.genes.var, spec=layout.spec, var_from=src, matrices=matrices)
+    del X, obs, matrices
     for path in layout.workdir.glob(f"{k:05d}.*"):
         os.unlink(path)
     trim()

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from annshard._format import StorageSpec
 
     from ._counts import ValueStats
+    from ._matrices import MatrixPlan
     from ._plan import ColumnPlan, GenePlan
     from ._sources import Source
 
@@ -76,11 +77,18 @@ def parse_bytes(value: int | str) -> int:
 
 
 def row_bytes(
-    *, nnz_per_row: float, value_itemsize: int, index_itemsize: int, dense_vars: int | None, n_strings: int, n_cols: int
+    *,
+    nnz_per_row: float,
+    value_itemsize: int,
+    index_itemsize: int,
+    dense_vars: int | None,
+    n_strings: int,
+    n_cols: int,
+    extra: float = 0.0,
 ) -> float:
-    """Estimated raw bytes of one row in a bucket (values, indices, row length, obs)."""
+    """Estimated raw bytes of one row in a bucket (values, indices, row length, obs, and ``extra`` for layers/obsm)."""
     x = dense_vars * value_itemsize if dense_vars is not None else nnz_per_row * (value_itemsize + index_itemsize) + 8
-    return x + 8 * (n_cols + 2) + _STRING_ROW_BYTES * (n_strings + 1)
+    return x + extra + 8 * (n_cols + 2) + _STRING_ROW_BYTES * (n_strings + 1)
 
 
 def shard_sizes(n_obs: int, rows_per_shard: int) -> list[int]:
@@ -121,6 +129,8 @@ class Layout:
     value_stats
         Per source, whether its values are whole numbers and their range (filled by the scatter
         pass when ``spec.counts_dtype`` is set).
+    matrices
+        The layers and obsm arrays moved with the rows (same permutation as ``X``).
     """
 
     sources: list[Source]
@@ -135,6 +145,7 @@ class Layout:
     source_names: list[str]
     workdir: Path
     value_stats: list[ValueStats] = field(default_factory=list)
+    matrices: list[MatrixPlan] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         from ._counts import ValueStats

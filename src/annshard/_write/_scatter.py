@@ -30,7 +30,10 @@ from ._memory import trim
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from annshard._format import StorageSpec
+
     from ._layout import Layout
+    from ._matrices import MatrixPlan
     from ._plan import ColumnPlan
     from ._sources import Source
 
@@ -49,13 +52,16 @@ def _append(path: Any, arr: np.ndarray | bytes) -> None:
         f.write(arr if isinstance(arr, bytes) else memoryview(np.ascontiguousarray(arr)).cast("B"))
 
 
-def reindex_block(block: sp.spmatrix | np.ndarray, layout: Layout, i: int) -> sp.csr_matrix | np.ndarray:
-    """Move a block of source ``i`` into the joint gene space and the stored value dtype."""
+def reindex_block(
+    block: sp.spmatrix | np.ndarray, layout: Layout, i: int, *, spec: StorageSpec | None = None
+) -> sp.csr_matrix | np.ndarray:
+    """Move a block of source ``i`` into the joint gene space and the stored value dtype (of ``X``, or of ``spec``)."""
+    spec = layout.spec if spec is None else spec
     genes = layout.genes
     lut, n_vars = genes.luts[i], genes.n_vars
-    vdt = layout.value_dtype
+    vdt = np.dtype(spec.data_dtype)
     identity = not genes.dropping[i] and genes.monotone[i] and lut.shape[0] == n_vars
-    if layout.spec.x_format == "dense":
+    if spec.x_format == "dense":
         dense = block.toarray() if sp.issparse(block) else np.asarray(block)
         if identity:
             return dense.astype(vdt, copy=False)
@@ -169,27 +175,18 @@ def _scatter_block(
     del block
     if sp.issparse(X) and layout.spec.counts_dtype is not None:
         layout.value_stats[i].update(X.data)
-    if sp.issparse(X):
-        indices = X.indices.astype(layout.index_dtype, copy=False)
-        X = take_rows(X.data, indices, X.indptr, order, X.shape[1])
-        del indices
-        data, indices, indptr = X.data, X.indices, X.indptr
-        rowlen = np.diff(indptr)
-    else:
-        X = X[order]
+    X = _permute(X, order, layout.index_dtype)
+    # layers and obsm arrays: the same rows, in the same order, into their own bucket files
+    extras = [_read_matrix(layout, plan, src, i, start, stop, order) for plan in layout.matrices]
     rows = (np.arange(start, stop, dtype=np.int64))[order]
     names = src.read_obs_names(start, stop)[order]
     obs = [r.read(start, stop)[order] for r in readers]
     code = np.int32(layout.source_codes[i])
     for k in np.flatnonzero(counts):
         r0, r1 = int(bounds[k]), int(bounds[k + 1])
-        if isinstance(X, CSRParts):
-            p0, p1 = int(indptr[r0]), int(indptr[r1])
-            _append(layout.file(k, "data"), data[p0:p1])
-            _append(layout.file(k, "indices"), indices[p0:p1])
-            _append(layout.file(k, "rowlen"), rowlen[r0:r1])
-        else:
-            _append(layout.file(k, "data"), X[r0:r1])
+        _append_rows(layout, k, "", X, r0, r1)
+        for j, M in enumerate(extras):
+            _append_rows(layout, k, f"m{j}.", M, r0, r1)
         _append(layout.file(k, "src"), np.full(r1 - r0, code, dtype=np.int32))
         _append(layout.file(k, "row"), rows[r0:r1])
         _append_strings(layout, k, "names", names[r0:r1])
@@ -198,6 +195,46 @@ def _scatter_block(
                 _append_strings(layout, k, f"obs{j}", vals[r0:r1])
             else:
                 _append(layout.file(k, f"obs{j}"), vals[r0:r1])
+
+
+def _permute(X: sp.csr_matrix | np.ndarray, order: np.ndarray, index_dtype: np.dtype) -> CSRParts | np.ndarray:
+    """Rows of ``X`` in ``order``: CSR as bare arrays with ``index_dtype`` gene indices, dense as an array."""
+    if not sp.issparse(X):
+        return X[order]
+    indices = X.indices.astype(index_dtype, copy=False)
+    return take_rows(X.data, indices, X.indptr, order, X.shape[1])
+
+
+def _read_matrix(
+    layout: Layout, plan: MatrixPlan, src: Source, i: int, start: int, stop: int, order: np.ndarray
+) -> CSRParts | np.ndarray:
+    """Rows ``start:stop`` of one layer or obsm array of source ``i``, stored as planned, in ``order``."""
+    storage = plan.spec.storage
+    block = src.read_matrix(plan.element, start, stop)
+    if block.dtype == np.float16:  # stored as float32 (exact), like X
+        block = block.astype(np.float32)
+    stored = np.dtype(storage.data_dtype)
+    if not np.can_cast(block.dtype, stored, "safe"):  # before the cast: refuse values it would change
+        check_exact(block.data if sp.issparse(block) else np.asarray(block).ravel(), stored, src.label, plan.element)
+    if plan.is_layer:
+        M = reindex_block(block, layout, i, spec=storage)
+    else:
+        M = block.toarray() if sp.issparse(block) else np.asarray(block)
+        M = M.reshape(stop - start, -1).astype(storage.data_dtype, copy=False)
+    if storage.counts_dtype is not None:
+        plan.stats[i].update(M.data if sp.issparse(M) else M.ravel())
+    return _permute(M, order, np.dtype(storage.indices_dtype))
+
+
+def _append_rows(layout: Layout, k: int, prefix: str, M: CSRParts | np.ndarray, r0: int, r1: int) -> None:
+    """Append rows ``r0:r1`` of ``M`` to bucket ``k``'s files ``<prefix>data`` (and ``indices``, ``rowlen``)."""
+    if isinstance(M, CSRParts):
+        p0, p1 = int(M.indptr[r0]), int(M.indptr[r1])
+        _append(layout.file(k, f"{prefix}data"), M.data[p0:p1])
+        _append(layout.file(k, f"{prefix}indices"), M.indices[p0:p1])
+        _append(layout.file(k, f"{prefix}rowlen"), np.diff(M.indptr[r0 : r1 + 1]))
+    else:
+        _append(layout.file(k, f"{prefix}data"), M[r0:r1])
 
 
 def _append_strings(layout: Layout, k: int, key: str, values: np.ndarray) -> None:

@@ -36,6 +36,7 @@ from annshard._format import Manifest, ObsColumn, ShardInfo, SourceInfo, Storage
 from ._counts import AUTO, check_counts_dtype, resolve_counts
 from ._gather import gather_bucket
 from ._layout import GATHER_FACTOR, SCATTER_FACTOR, Layout, parse_bytes, row_bytes, shard_sizes
+from ._matrices import MatrixPlan, plan_matrices, plan_matrices_into, resolve_matrices
 from ._memory import pin_mmap_threshold
 from ._plan import ColumnPlan, plan_genes, plan_genes_into, plan_obs
 from ._scatter import scatter
@@ -147,6 +148,7 @@ def _layout(
     generation: int,
     source_names: list[str],
     workdir: Path,
+    matrices: list[MatrixPlan],
 ) -> Layout:
     n_total = sum(s.n_obs for s in sources)
     nnz_row = sum(s.nnz for s in sources) / n_total
@@ -159,6 +161,7 @@ def _layout(
         dense_vars=dense_vars,
         n_strings=n_str,
         n_cols=len(columns),
+        extra=sum(_matrix_row_bytes(m, sources) for m in matrices),
     )
     if n_obs_per_shard is not None:
         if n_obs_per_shard < 1:
@@ -179,6 +182,7 @@ def _layout(
             dense_vars=max(s.n_vars, genes.n_vars) if (s.x_format == "dense" or dense_vars) else None,
             n_strings=n_str,
             n_cols=len(columns),
+            extra=sum(_matrix_row_bytes(m, [s], source=True) for m in matrices),
         )
         block_rows.append(max(1, int(budget / SCATTER_FACTOR / src_rb)))
     n_prev = len(source_names) - len(sources)
@@ -194,7 +198,21 @@ def _layout(
         source_codes=list(range(n_prev, len(source_names))),
         source_names=source_names,
         workdir=workdir,
+        matrices=matrices,
     )
+
+
+def _matrix_row_bytes(m: MatrixPlan, sources: list[Source], *, source: bool = False) -> float:
+    """Raw bytes per row of one layer or obsm array (in a scatter block with ``source``: as read, int64 indices)."""
+    storage = m.spec.storage
+    infos = [s.matrix_info(m.element) for s in sources]
+    itemsize = max(np.dtype(storage.data_dtype).itemsize, *(np.dtype(i.dtype).itemsize for i in infos))
+    if storage.x_format == "dense":
+        cols = max(m.spec.n_cols, *(i.shape[1] for i in infos)) if source else m.spec.n_cols
+        return float(cols * itemsize)
+    nnz_row = sum(i.nnz for i in infos) / sum(s.n_obs for s in sources)
+    index = 8 if source else np.dtype(storage.indices_dtype).itemsize
+    return nnz_row * (itemsize + index) + 8
 
 
 def _run(layout: Layout, root_path: Path, first_shard: int, show_progress: bool) -> list[ShardInfo]:
@@ -208,6 +226,7 @@ def _run(layout: Layout, root_path: Path, first_shard: int, show_progress: bool)
     with _progress(show_progress, n, "shuffling") as bar:
         scatter(layout, progress=bar.update)
     layout.spec = resolve_counts(layout.spec, layout.sources, layout.value_stats)
+    resolve_matrices(layout.matrices, layout.sources)
     root = zarr.open_group(root_path, mode="a", zarr_format=3)
     shards = []
     with _progress(show_progress, n, "writing shards") as bar:
@@ -262,6 +281,8 @@ def write_collection(
     join: Literal["inner", "outer"] = "inner",
     obs_columns: Iterable[str] | None = None,
     layer: str | None = None,
+    layers: Iterable[str] | Literal["all"] | None = None,
+    obsm: Iterable[str] | Literal["all"] | None = None,
     memory_budget: int | str = "1GB",
     n_obs_per_shard: int | None = None,
     storage: StorageSpec | Mapping[str, Any] | None = None,
@@ -296,6 +317,15 @@ def write_collection(
         obs columns to keep (default: all). ``source`` and ``source_row`` are always added.
     layer
         Take this layer of every source instead of ``X``.
+    layers
+        Layers to keep beside ``X`` in every shard (``"all"``: those every source has), for the same
+        rows: ``Loader(..., layers=[...])`` yields them with each batch. Each is reindexed into the
+        collection's genes like ``X`` (zeros for a source's missing genes under ``join="outer"``) and
+        stored in its own format and dtype (CSR unless every source's is dense; whole numbers as
+        counts). A source lacking a requested layer is refused by name.
+    obsm
+        obsm arrays (embeddings such as ``"X_pca"``) to keep in every shard, dense and chunked along
+        rows (``"all"``: those every source has). Their width must be the same in every source.
     memory_budget
         Peak working memory, in bytes or as ``"512MB"``, ``"4GiB"``, ...
     n_obs_per_shard
@@ -329,7 +359,8 @@ def write_collection(
     CollectionExistsError
         If ``path`` exists and ``overwrite`` is false.
     SourceError
-        If a source is missing, not AnnData, corrupt, empty, or obs types conflict.
+        If a source is missing, not AnnData, corrupt, empty, or obs types conflict; if a requested
+        layer or obsm array is missing from a source, or obsm widths differ between sources.
     VarJoinError
         If a source has duplicated var names, or ``join="inner"`` leaves no gene.
 
@@ -367,6 +398,7 @@ def write_collection(
                 obs_conflicts=obs_conflicts,
             )
             spec = _auto_spec(srcs, genes.n_vars, dense, storage)
+            matrices = plan_matrices(srcs, layers=layers, obsm=obsm, n_vars=genes.n_vars, x_spec=spec)
             names = [s.name for s in srcs]
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.parent / f".{path.name}.annshard-tmp-{_token()}"
@@ -385,6 +417,7 @@ def write_collection(
                     generation=0,
                     source_names=names,
                     workdir=workdir,
+                    matrices=matrices,
                 )
                 shards = _run(layout, tmp, 0, show_progress)
                 manifest = Manifest(
@@ -397,6 +430,7 @@ def write_collection(
                     sources=tuple(_source_infos(srcs, names, 0)),
                     obs_columns=tuple([c.obs_column() for c in columns] + _source_columns(names)),
                     layer=layer,
+                    matrices=tuple(p.spec for p in layout.matrices),
                     created_by=_version(),
                     extra={"memory_budget": budget, "n_obs_per_shard": max(layout.shard_rows), **_notes(srcs)},
                 )
@@ -490,7 +524,8 @@ def append_collection(
     The new sources are reindexed into the collection's gene space. Genes they have that the
     collection lacks are dropped (with a warning under ``join="outer"``: an append cannot add
     genes). Under ``join="inner"`` each new source must have every gene of the collection;
-    under ``"outer"`` its missing genes are structural zeros. Categorical obs columns may gain
+    under ``"outer"`` its missing genes are structural zeros. Every new source must have each
+    layer and obsm array the collection stores (same obsm widths). Categorical obs columns may gain
     categories (appended to the shared list, so existing codes keep their meaning); obs columns
     the collection does not have are not stored.
 
@@ -541,6 +576,7 @@ def append_collection(
         try:
             genes = plan_genes_into(srcs, var, m.join)
             columns = plan_obs(srcs, None, obs_conflicts=obs_conflicts, existing=m.obs_columns)
+            matrices = plan_matrices_into(srcs, m.matrices)
             for s in srcs:  # other unsafe casts are checked value by value before the cast (refused if lossy)
                 stored = np.dtype(m.storage.data_dtype)
                 if s.x_dtype.kind == "f" and stored.kind == "f" and not np.can_cast(s.x_dtype, stored, "safe"):
@@ -565,6 +601,7 @@ def append_collection(
                     generation=generation,
                     source_names=names,
                     workdir=workdir,
+                    matrices=matrices,
                 )
                 shards = _run(layout, tmp, len(m.shards), show_progress)
                 for sh in shards:
