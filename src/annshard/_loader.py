@@ -168,7 +168,7 @@ class Loader:
             msg = f"read_threads must be a positive integer or None, got {read_threads!r}"
             raise ValueError(msg)
         self.read_threads = read_threads or max(1, (os.cpu_count() or 2) - 1)
-        self._reader = BlockReader(self._shards, element=self._element, threads=self.read_threads)
+        self._reader = self._new_reader()
         self._check_layer()
         self.sampler = get_sampler(sampler).bind(SamplerContext(n_obs=self._n_obs, obs=self._obs.column))
         # epoch bookkeeping: the next iteration starts at (epoch, position)
@@ -211,6 +211,16 @@ class Loader:
         if self.layer not in layers:
             msg = f"layer {self.layer!r} is not in collection {ref.collection.path} (shard {ref.collection.shards[ref.shard].name}); available layers: {layers or 'none'}"
             raise KeyError(msg)
+
+    def _new_reader(self) -> BlockReader:
+        self._reader_pid = os.getpid()
+        return BlockReader(self._shards, element=self._element, threads=self.read_threads)
+
+    def _block_reader(self) -> BlockReader:
+        """Return this process's reader, rebuilt after a fork (a forked copy has its arrays but no zarrs threads)."""
+        if self._reader is None or self._reader_pid != os.getpid():
+            self._reader = self._new_reader()
+        return self._reader
 
     # -- public properties ----------------------------------------------------------------------
     @property
@@ -332,11 +342,12 @@ class Loader:
         stream = self.stream(epoch, world)
         first, skip = stream.locate(position)
         shuffle = self.sampler.shuffle_blocks
+        reader = self._block_reader()
 
         def read(b: int) -> tuple[Block, NDArray[np.int64]]:
             # stage A (thread): decode the block in read order, draw its row order
             chunks = stream.block(b)
-            block = self._reader.read(chunks, block_pool)
+            block = reader.read(chunks, block_pool)
             order = block_order(chunks, shuffle=shuffle, seed=self.seed, epoch=epoch, part=world.part, block=b)
             return block, order[skip:] if b == first else order
 
@@ -387,7 +398,7 @@ class Loader:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._reader = BlockReader(self._shards, element=self._element, threads=self.read_threads)
+        self._reader = self._new_reader()
         _register_with_torch()
 
     def __getitem__(self, key: Any) -> Any:
