@@ -100,7 +100,10 @@ class Loader:
         Threads decoding chunks (zarrs). By default all cores but one: the
         remaining core assembles batches and runs your training step. Measured
         on 2 cores, a second decode thread mostly spin-waits and slows the
-        pipeline (``docs/performance.md``). Use 1 inside DataLoader workers.
+        pipeline (``docs/performance.md``). Use 1 inside DataLoader workers. Workers
+        started by ``fork`` from a process that had used zarrs decode through
+        zarr-python's own pipeline instead (zarrs' threads do not survive a fork);
+        ``spawn``/``forkserver`` workers keep zarrs.
 
     Examples
     --------
