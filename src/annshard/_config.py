@@ -21,6 +21,7 @@ import contextlib
 import importlib.util
 import os
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 import zarr
@@ -41,6 +42,11 @@ def _after_fork_in_child() -> None:
     global _zarrs_lost
     if "zarrs._internal" in sys.modules:
         _zarrs_lost = True
+    # zarr's config lock (donfig) is held for a moment by every ``zarr.config.set``; held by a thread of the
+    # parent at the fork, it would stay locked forever here (no thread of the parent runs in the child)
+    lock = getattr(getattr(zarr.config, "config_lock", None), "lock", None)
+    if lock is not None and hasattr(lock, "locked") and lock.locked():
+        zarr.config.config_lock.lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):

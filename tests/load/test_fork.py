@@ -216,3 +216,38 @@ def test_lightning_datamodule_fork_workers(coll2):
     n = coll2.adata.n_obs
     _once(res["parent"], n)
     _once(res["workers"], n)
+
+
+_CONFIG_LOCK = """
+    import json, os, threading
+    import zarr
+    from annshard import _config
+
+    held, done = threading.Event(), threading.Event()
+
+    def hold():  # a parent thread inside zarr.config.set at the moment of the fork
+        with zarr.config.config_lock:
+            held.set()
+            done.wait()
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        with _config.zarr_config():
+            os.write(w, zarr.config.get("codec_pipeline.path").encode())
+        os._exit(0)
+    os.close(w)
+    child = os.read(r, 1000).decode()
+    os.waitpid(pid, 0)
+    done.set()
+    t.join()
+    print(json.dumps({"child": child}))
+"""
+
+
+def test_fork_while_a_thread_holds_zarrs_config_lock():
+    res = _run(_CONFIG_LOCK)
+    assert res["child"]  # the child set annshard's zarr config instead of waiting forever for the lock
