@@ -110,8 +110,10 @@ def check_key(key: object) -> str:
         rule = "it contains a NUL character"
     elif "\\" in key:
         rule = "it contains a backslash (keys are separated by '/')"
-    elif key.startswith("/") or key.startswith("~"):
+    elif key.startswith("/"):
         rule = "it is an absolute path (a key is relative, e.g. 'pbmc/train')"
+    elif key.startswith("~"):
+        rule = "it starts with '~', a home directory (a key is relative, e.g. 'pbmc/train')"
     elif len(key) >= 2 and key[1] == ":" and key[0].isalpha():
         rule = "it starts with a drive letter (a key is relative, e.g. 'pbmc/train')"
     elif any(seg in {".", ".."} for seg in key.split("/")):
