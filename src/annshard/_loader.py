@@ -107,7 +107,10 @@ class Loader:
         Threads decoding chunks (zarrs). By default all cores but one: the
         remaining core assembles batches and runs your training step. Measured
         on 2 cores, a second decode thread mostly spin-waits and slows the
-        pipeline (``docs/performance.md``). Use 1 inside DataLoader workers.
+        pipeline (``docs/performance.md``). Use 1 inside DataLoader workers. Workers
+        started by ``fork`` from a process that had used zarrs decode through
+        zarr-python's own pipeline instead (zarrs' threads do not survive a fork);
+        ``spawn``/``forkserver`` workers keep zarrs.
 
     Examples
     --------
@@ -181,7 +184,7 @@ class Loader:
             msg = f"read_threads must be a positive integer or None, got {read_threads!r}"
             raise ValueError(msg)
         self.read_threads = read_threads or max(1, (os.cpu_count() or 2) - 1)
-        self._reader = BlockReader(self._shards, element=self._element, threads=self.read_threads, extras=self._extras)
+        self._reader = self._new_reader()
         self._check_layer()
         self.sampler = get_sampler(sampler).bind(SamplerContext(n_obs=self._n_obs, obs=self._obs.column))
         # epoch bookkeeping: the next iteration starts at (epoch, position)
@@ -250,6 +253,16 @@ class Loader:
                     raise ValueError(msg)
                 first.setdefault(element, coll)
         return widths
+
+    def _new_reader(self) -> BlockReader:
+        self._reader_pid = os.getpid()
+        return BlockReader(self._shards, element=self._element, threads=self.read_threads, extras=self._extras)
+
+    def _block_reader(self) -> BlockReader:
+        """Return this process's reader, rebuilt after a fork (a forked copy has its arrays but no zarrs threads)."""
+        if self._reader is None or self._reader_pid != os.getpid():
+            self._reader = self._new_reader()
+        return self._reader
 
     # -- public properties ----------------------------------------------------------------------
     @property
@@ -373,11 +386,12 @@ class Loader:
         stream = self.stream(epoch, world)
         first, skip = stream.locate(position)
         shuffle = self.sampler.shuffle_blocks
+        reader = self._block_reader()
 
         def read(b: int) -> tuple[Block, NDArray[np.int64]]:
             # stage A (thread): decode the block in read order, draw its row order
             chunks = stream.block(b)
-            block = self._reader.read(chunks, block_pool)
+            block = reader.read(chunks, block_pool)
             order = block_order(chunks, shuffle=shuffle, seed=self.seed, epoch=epoch, part=world.part, block=b)
             return block, order[skip:] if b == first else order
 
@@ -445,7 +459,7 @@ class Loader:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._reader = BlockReader(self._shards, element=self._element, threads=self.read_threads, extras=self._extras)
+        self._reader = self._new_reader()
         _register_with_torch()
 
     def __getitem__(self, key: Any) -> Any:

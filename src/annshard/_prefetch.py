@@ -6,11 +6,16 @@ from them. Memory bound: the thread may only start a result when one of its
 (with two slots: the block being consumed and the one being read or waiting).
 An exception in the thread is handed to the consumer and
 re-raised there; the consumer never waits forever on a thread that died.
+
+A forked child inherits a prefetcher but not its thread, and maybe locks that
+thread held at the fork: there it raises at once, touching none of them (a new
+``iter(loader)`` in the child builds new prefetchers).
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 import queue
 import threading
 import weakref
@@ -35,7 +40,7 @@ def _stop_all() -> None:
     exception not rethrown"). All threads are told to stop first (a consumer
     stage may be waiting on a producer stage), then each is joined.
     """
-    live = list(_LIVE)
+    live = [p for p in _LIVE if p._pid == os.getpid()]  # a forked child's copies have no thread to stop
     for p in live:
         p._stop.set()
     for p in live:
@@ -58,6 +63,7 @@ class Prefetcher:
         self._queue: queue.Queue[Any] = queue.Queue()
         self._stop = threading.Event()
         self._held = False
+        self._pid = os.getpid()
         self._thread = threading.Thread(target=self._run, name="annshard-prefetch", daemon=True)
         _LIVE.add(self)
         self._thread.start()
@@ -79,6 +85,13 @@ class Prefetcher:
         return self
 
     def __next__(self) -> Any:
+        if self._pid != os.getpid():
+            msg = (
+                f"this annshard iteration was started in process {self._pid} and cannot continue in process "
+                f"{os.getpid()}, a fork of it (its reading thread did not survive the fork); start a new "
+                "iteration in this process: `for batch in loader: ...`"
+            )
+            raise RuntimeError(msg)
         self.release()
         while True:
             try:
@@ -99,12 +112,14 @@ class Prefetcher:
 
     def release(self) -> None:
         """Free the slot of the last result handed out."""
-        if self._held:
+        if self._held and self._pid == os.getpid():
             self._held = False
             self._slots.release()
 
     def close(self) -> None:
-        """Stop the thread (it finishes at most the read in progress)."""
+        """Stop the thread (it finishes at most the read in progress); nothing to do in a forked child."""
+        if self._pid != os.getpid():
+            return
         self._stop.set()
         self.release()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:

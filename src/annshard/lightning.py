@@ -40,7 +40,9 @@ class AnnshardDataModule(pl.LightningDataModule):
     num_workers
         DataLoader worker processes (0: iterate the loader directly, the fast path).
     multiprocessing_context
-        Start method for workers (``"spawn"`` is safe with zarr's threads).
+        Start method for workers. ``"spawn"`` (default) and ``"forkserver"`` read at full speed; ``"fork"``
+        works too, but forked workers read through zarr-python's own codec pipeline, since zarrs' thread pool
+        does not survive a fork (see ``docs/design.md``).
     **loader_kwargs
         Passed to :class:`annshard.Loader` (``batch_size``, ``chunk_size``, ``obs_columns``, ``output``, ...);
         ``output`` defaults to ``"torch"``.

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._instance import NoInstanceError, ensure_local_instance
     from ._register import (
+        InvalidKeyError,
         NotAnnshardCollectionError,
         find_collections,
         load_collection,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from ._usage import NoRunWarning
 
 __all__ = [
+    "InvalidKeyError",
     "NoInstanceError",
     "NoRunWarning",
     "NotAnnshardCollectionError",
@@ -51,6 +53,7 @@ _WHERE = {
     "NoInstanceError": "_instance",
     "ensure_local_instance": "_instance",
     "NoRunWarning": "_usage",
+    "InvalidKeyError": "_register",
     "NotAnnshardCollectionError": "_register",
     "find_collections": "_register",
     "load_collection": "_register",

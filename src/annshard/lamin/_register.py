@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "META_FEATURES",
+    "InvalidKeyError",
     "NotAnnshardCollectionError",
     "TRANSFORM_KEY",
     "find_collections",
@@ -77,6 +78,95 @@ META_FEATURES: dict[str, type] = {
 
 class NotAnnshardCollectionError(AnnshardError, ValueError):
     """A lamindb collection whose artifacts are not the shards of one annshard (or annbatch) collection."""
+
+
+class InvalidKeyError(AnnshardError, ValueError):
+    """A lamindb key that is not a plain relative key (it would become a path outside the storage root)."""
+
+
+def check_key(key: object) -> str:
+    """Validate a lamindb key before it is used for anything, a path in particular.
+
+    A key is a relative, ``/``-separated name such as ``"pbmc/train"``: not
+    empty, not absolute, no empty, ``.`` or ``..`` segments, no backslashes or
+    NUL characters, no Windows drive; then lamindb's own rules
+    (``lamindb.models.sqlrecord.check_key``, where this lamindb has it).
+
+    Returns
+    -------
+    The key.
+
+    Raises
+    ------
+    InvalidKeyError
+        Naming the key and the rule it breaks.
+    """
+    rule = None
+    if not isinstance(key, str):
+        rule = f"a key is a string, got {type(key).__name__}"
+    elif not key.strip():
+        rule = "the key is empty"
+    elif "\x00" in key:
+        rule = "it contains a NUL character"
+    elif "\\" in key:
+        rule = "it contains a backslash (keys are separated by '/')"
+    elif key.startswith("/"):
+        rule = "it is an absolute path (a key is relative, e.g. 'pbmc/train')"
+    elif key.startswith("~"):
+        rule = "it starts with '~', a home directory (a key is relative, e.g. 'pbmc/train')"
+    elif len(key) >= 2 and key[1] == ":" and key[0].isalpha():
+        rule = "it starts with a drive letter (a key is relative, e.g. 'pbmc/train')"
+    elif any(seg in {".", ".."} for seg in key.split("/")):
+        rule = "it has a '.' or '..' segment (a key may not point outside its folder)"
+    elif any(seg == "" for seg in key.split("/")):
+        rule = "it has an empty segment ('//' or a trailing '/')"
+    if rule is None:
+        try:
+            from lamindb.models.sqlrecord import check_key as lamindb_check_key
+        except ImportError:  # pragma: no cover - a lamindb without it: our rules above only
+            lamindb_check_key = None
+        if lamindb_check_key is not None:
+            try:
+                lamindb_check_key(key)
+            except ValueError as e:
+                rule = f"lamindb rejects it: {e}"
+    if rule is not None:
+        msg = f"invalid lamindb key {key!r}: {rule}; use a relative key of plain names separated by '/', e.g. 'pbmc/train'"
+        raise InvalidKeyError(msg)
+    assert isinstance(key, str)
+    return key
+
+
+class _Undo:
+    """What a registration created or overwrote on disk, to remove or restore if it fails."""
+
+    def __init__(self) -> None:
+        self.created: list[Path] = []
+        self.overwritten: dict[Path, bytes] = {}
+        self.records: list[Any] = []
+
+    def mkdir(self, path: Path) -> None:
+        missing = [p for p in (path, *path.parents) if not p.exists()]
+        path.mkdir(parents=True, exist_ok=True)
+        self.created.extend(reversed(missing))  # outermost first
+
+    def will_write(self, path: Path) -> None:
+        if path.exists():
+            if path not in self.overwritten and path not in self.created:
+                self.overwritten[path] = path.read_bytes()
+        else:
+            self.created.append(path)
+
+    def undo(self) -> None:
+        for path, content in self.overwritten.items():
+            tmp = path.with_name(f".{path.name}.restoring-{os.getpid()}")
+            tmp.write_bytes(content)
+            os.replace(tmp, path)
+        for path in reversed(self.created):  # innermost first
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -105,27 +195,35 @@ def _fingerprint(coll: Collection) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _copy_into(coll: Collection, dest: Path) -> Collection:
-    """Copy ``coll`` into ``dest``: missing shards only (shards are immutable), then the manifest last."""
-    dest.mkdir(parents=True, exist_ok=True)
+def _copy_into(coll: Collection, dest: Path, undo: _Undo) -> Collection:
+    """Copy ``coll`` into ``dest``: missing shards only (shards are immutable), then the manifest last.
+
+    Everything created or overwritten is recorded in ``undo``.
+    """
+    undo.mkdir(dest)
     for info in coll.shards:
         target = dest / info.name
         if target.exists():
             continue
         tmp = dest / f".{info.name}.copying-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
+        undo.will_write(tmp)
         shutil.copytree(coll.path / info.name, tmp)
+        undo.will_write(target)
         os.replace(tmp, target)
     for entry in coll.path.iterdir():
         if entry.is_file() and entry.name != "zarr.json" and not entry.name.startswith("."):
+            undo.will_write(dest / entry.name)
             shutil.copy2(entry, dest / entry.name)
     tmp = dest / f".zarr.json.copying-{os.getpid()}"
+    undo.will_write(tmp)
     shutil.copy2(coll.path / "zarr.json", tmp)
+    undo.will_write(dest / "zarr.json")
     os.replace(tmp, dest / "zarr.json")
     return open_collection(dest)
 
 
-def _place_in_storage(coll: Collection, key: str) -> Collection:
+def _place_in_storage(coll: Collection, key: str, undo: _Undo) -> Collection:
     path = coll.path.resolve()
     for root in _storage_roots():
         if path.is_relative_to(root):
@@ -138,7 +236,12 @@ def _place_in_storage(coll: Collection, key: str) -> Collection:
             "annshard.write_collection(..., ln.settings.storage.root / 'my.zarr')) and register it there"
         )
         raise AnnshardError(msg)
-    return _copy_into(coll, root / "annshard" / key / f"{_fingerprint(coll)}.zarr")
+    dest = root / "annshard" / key / f"{_fingerprint(coll)}.zarr"
+    # the key was checked (check_key); a symlink inside the storage root may still lead elsewhere
+    if not dest.resolve().is_relative_to((root / "annshard").resolve()):
+        msg = f"lamindb key {key!r}: the copy would go to {dest.resolve()}, outside {root / 'annshard'} (a symlink?); use another key"
+        raise InvalidKeyError(msg)
+    return _copy_into(coll, dest, undo)
 
 
 def _source_artifacts(coll: Collection, sources: Sequence[Any] | None) -> list[Any]:
@@ -184,7 +287,7 @@ def _layout(manifest: Manifest) -> str:
     return "/".join(parts)
 
 
-def _meta_artifact(coll: Collection, key: str, shards: list[Any], sources: list[Any], run: Any) -> Any:
+def _meta_artifact(coll: Collection, key: str, shards: list[Any], sources: list[Any], run: Any, undo: _Undo) -> Any:
     import lamindb as ln
 
     from annshard import __version__
@@ -209,11 +312,13 @@ def _meta_artifact(coll: Collection, key: str, shards: list[Any], sources: list[
         raise AnnshardError(msg)
     path = root / "annshard" / "manifests" / f"{digest}.json"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        undo.mkdir(path.parent)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        undo.will_write(tmp)
         tmp.write_text(text)
+        undo.will_write(path)
         os.replace(tmp, path)
-    meta = ln.Artifact(path, description=f"annshard manifest of {key}", run=run).save()
+    meta = _save_new(ln.Artifact(path, description=f"annshard manifest of {key}", run=run), run, undo)
     ensure_features(META_FEATURES)
     meta.features.add_values(
         {
@@ -227,6 +332,17 @@ def _meta_artifact(coll: Collection, key: str, shards: list[Any], sources: list[
         }
     )
     return meta
+
+
+def _save_new(record: Any, run: Any, undo: _Undo) -> Any:
+    """Save an artifact; one this registration's run created is deleted again if the registration fails.
+
+    (For content it already has, lamindb returns the existing artifact, made by an earlier run.)
+    """
+    record = record.save()
+    if record.run_id == run.id:
+        undo.records.append(record)
+    return record
 
 
 def _next_version(latest: Any) -> str:
@@ -274,10 +390,17 @@ def register(
 
     Raises
     ------
+    InvalidKeyError
+        If ``key`` is not a plain relative key (checked before anything is copied or registered).
     CollectionFormatError
         If ``collection`` is not a collection.
     NoInstanceError
         If no lamindb instance is configured.
+
+    Notes
+    -----
+    A registration that fails removes what it copied into the storage root and
+    the lamindb records it created (its run stays, marked as failed).
 
     Examples
     --------
@@ -285,14 +408,20 @@ def register(
     >>> record = annshard.lamin.register("train.zarr", key="pbmc/train")  # doctest: +SKIP
     >>> loader = ln.Collection.get(key="pbmc/train").loader(batch_size=4096)  # doctest: +SKIP
     """
+    check_key(key)
     coll = open_collection(collection)
     require_instance()
     import lamindb as ln
 
     from ._usage import active_run
 
-    coll = _place_in_storage(coll, key)
     source_artifacts = _source_artifacts(coll, sources)
+    undo = _Undo()
+    try:
+        coll = _place_in_storage(coll, key, undo)
+    except BaseException:
+        undo.undo()
+        raise
     run = ln.Run(
         _transform(),
         initiated_by_run=active_run(),
@@ -312,15 +441,15 @@ def register(
                     coll.shard_path(i),
                     description=f"annshard shard {info.name} ({info.n_obs} rows) of {key}",
                     run=run,
-                ).save()
-                shards.append(art)
+                )
+                shards.append(_save_new(art, run, undo))
         finally:
             ln.settings.verbosity = verbosity
         latest = ln.Collection.filter(key=key, is_latest=True).order_by("-created_at").first()
         if latest is not None and [a.uid for a in latest.ordered_artifacts.all()] == [a.uid for a in shards]:
             ok = True
             return latest
-        meta = _meta_artifact(coll, key, shards, source_artifacts, run)
+        meta = _meta_artifact(coll, key, shards, source_artifacts, run, undo)
         record = ln.Collection(
             shards,
             key=key,
@@ -334,7 +463,35 @@ def register(
         ok = True
         return record
     finally:
+        if not ok:
+            _roll_back(undo)
         _finish(run, ok=ok)
+
+
+def _roll_back(undo: _Undo) -> None:
+    """Delete the records a failed registration created (newest first), then its files."""
+    import lamindb as ln
+
+    verbosity = ln.settings.verbosity
+    ln.settings.verbosity = "error"  # lamindb says "a file/folder remains here" of each: annshard removes it next
+    try:
+        _delete_records(undo.records)
+    finally:
+        ln.settings.verbosity = verbosity
+    undo.undo()
+
+
+def _delete_records(records: list[Any]) -> None:
+    for record in reversed(records):
+        try:
+            record.delete(permanent=True, storage=False)
+        except Exception as e:  # noqa: BLE001 - the first error is the one to report; say what is left
+            import warnings
+
+            warnings.warn(
+                f"annshard: could not delete lamindb record {record.uid} after a failed registration ({e})",
+                stacklevel=4,
+            )
 
 
 def write_and_register(
@@ -371,6 +528,7 @@ def write_and_register(
     >>> arts = ln.Artifact.filter(key__startswith="pbmc/raw/").to_list()  # doctest: +SKIP
     >>> record = annshard.lamin.write_and_register(arts, key="pbmc/train", seed=0)  # doctest: +SKIP
     """
+    check_key(key)
     require_instance()
     import lamindb as ln
 
