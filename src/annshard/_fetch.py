@@ -29,6 +29,7 @@ from zarr.core.sync import sync
 from ._config import zarr_config
 from ._errors import CorruptShardError
 from ._shard import open_shard_arrays
+from ._validate import check_indices, check_indptr
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -234,6 +235,12 @@ class BlockReader:
                 except Exception as e:
                     msg = f"{ref.where}: cannot open {self.element!r} ({type(e).__name__}: {e}); the shard is missing or damaged, rewrite the collection"
                     raise CorruptShardError(msg) from e
+                if indptr is not None:
+                    n_values = int(arrs.data.shape[0])
+                    if int(arrs.indices.shape[0]) != n_values:
+                        msg = f"{ref.where}: {self.element}/indices holds {arrs.indices.shape[0]} values but {self.element}/data {n_values}; the shard is damaged, rewrite the collection"
+                        raise CorruptShardError(msg)
+                    check_indptr(indptr, n_values, ref.where)
                 self._arrays[i] = arrs
                 self._direct[i] = (
                     DirectRuns.create(arrs.data),
@@ -311,6 +318,10 @@ class BlockReader:
                     jobs.append(_read_runs(arr, er, out))
             pos += k
         self._run(jobs, chunks, shard_ids, direct)
+        # before any CSR matrix or tensor is built from them: an index past n_vars would make those read out of bounds
+        check_indices(
+            indices, self.shards[0].collection.n_vars, "; ".join(self.shards[s].where for s in shard_ids.tolist())
+        )
         return Block(index=index, indptr=indptr, data=data, indices=indices)
 
     def _read_dense(

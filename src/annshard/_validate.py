@@ -336,8 +336,9 @@ def check_shard_metadata(coll: Collection, i: int, element: str = "X") -> None:
         attrs = read_json_file(obs, what="shard").get("attributes")
         index = attrs.get("_index") if isinstance(attrs, dict) else None
         idx = shard / "obs" / str(index) / "zarr.json" if isinstance(index, str) and "/" not in index else None
-        if idx is not None and idx.is_file():
-            n = _meta_shape(read_json_file(idx, what="shard"), "shape", f"{where} obs index")
+        meta = read_json_file(idx, what="shard") if idx is not None and idx.is_file() else {}
+        if meta.get("node_type") == "array":  # a 1-D index (an encoded group, e.g. categorical, is not checked)
+            n = _meta_shape(meta, "shape", f"{where} obs index")
             if n != (info.n_obs,):
                 msg = f"{where}: obs index has {n[0] if n else '?'} rows, but the manifest field 'shards[{i}].n_obs' says {info.n_obs}; {_FIX}"
                 raise CollectionFormatError(msg)
