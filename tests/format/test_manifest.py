@@ -15,21 +15,6 @@ import pytest
 import annshard
 from annshard._errors import CollectionFormatError, CorruptShardError
 from annshard._format import FORMAT_NAME, Manifest
-from annshard._synthetic import make_adata
-from annshard._write import write_collection
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """A small collection (3 shards of 100 rows, 30 genes) and a second one beside it."""
-    d = tmp_path_factory.mktemp("manifest")
-    coll = write_collection(
-        {"a": make_adata(200, 30, nnz_per_cell=5, seed=1), "b": make_adata(100, 30, nnz_per_cell=5, seed=2)},
-        d / "c.zarr",
-        n_obs_per_shard=100,
-    )
-    write_collection([make_adata(100, 300, nnz_per_cell=50, seed=3)], d / "other.zarr")
-    return coll.path
 
 
 @pytest.fixture
