@@ -319,9 +319,8 @@ class BlockReader:
             pos += k
         self._run(jobs, chunks, shard_ids, direct)
         # before any CSR matrix or tensor is built from them: an index past n_vars would make those read out of bounds
-        check_indices(
-            indices, self.shards[0].collection.n_vars, "; ".join(self.shards[s].where for s in shard_ids.tolist())
-        )
+        n_vars = self.shards[0].collection.n_vars
+        check_indices(indices, n_vars, lambda: "; ".join(self.shards[s].where for s in shard_ids.tolist()))
         return Block(index=index, indptr=indptr, data=data, indices=indices)
 
     def _read_dense(

@@ -25,6 +25,7 @@ import numpy as np
 from ._errors import CollectionFormatError, CorruptShardError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from ._collection import Collection
@@ -362,8 +363,10 @@ def check_indptr(indptr: np.ndarray, n_values: int, where: str) -> None:
         raise CorruptShardError(msg)
 
 
-def check_indices(indices: np.ndarray, n_vars: int, where: str) -> None:
+def check_indices(indices: np.ndarray, n_vars: int, where: str | Callable[[], str]) -> None:
     """Check gene indices read from disk against ``n_vars`` (a max, and a min for signed types).
+
+    ``where`` (or the function returning it, called only on failure) names the shards read.
 
     Raises
     ------
@@ -377,7 +380,7 @@ def check_indices(indices: np.ndarray, n_vars: int, where: str) -> None:
     if hi >= n_vars or lo < 0:
         bad = hi if hi >= n_vars else lo
         msg = (
-            f"{where}: a stored gene index is {bad}, outside the collection's {n_vars} genes (its manifest's "
+            f"{where if isinstance(where, str) else where()}: a stored gene index is {bad}, outside the collection's {n_vars} genes (its manifest's "
             "'n_vars' is wrong or X/indices is damaged); rewrite the collection"
         )
         raise CorruptShardError(msg)
