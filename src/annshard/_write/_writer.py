@@ -599,7 +599,11 @@ def append_collection(
     >>> coll = annshard.open_collection("cells.zarr")  # doctest: +SKIP
     >>> coll.append(["more.h5ad"])  # doctest: +SKIP
     """
-    path = open_collection(collection if not isinstance(collection, Collection) else collection.path).path
+    opened = open_collection(collection if not isinstance(collection, Collection) else collection.path)
+    if opened.origin != "annshard":
+        msg = f"{opened.path}: was written by {opened.origin}; annshard appends only to its own collections"
+        raise CollectionFormatError(msg)
+    path = opened.path
     sources = _as_list(sources)
     for src in _source_paths(sources):
         if path.resolve() == src or path.resolve() in src.parents:
