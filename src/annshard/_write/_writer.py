@@ -4,15 +4,21 @@ Atomicity
     A collection is built in a hidden sibling directory
     ``.<name>.annshard-tmp-<pid>-<token>``; its manifest is written last, and
     the directory is renamed into place only when complete. An existing path
-    is refused unless ``overwrite=True``; it is then swapped out by two renames
-    and deleted. Leftovers of interrupted attempts (whose process is gone) are
-    removed by the next write to the same path.
+    is refused unless ``overwrite=True``, and even then replaced only when it is
+    a collection (or an empty directory) and holds no source; it is swapped out
+    by two renames under its writer lock and deleted. Leftovers of interrupted
+    attempts (whose process is gone) are removed by the next write to the same
+    path; a collection hidden by a kill between the renames is restored by
+    ``open_collection``.
 
     An append writes its new shards in ``<collection>/.annshard-append-<pid>-<token>``,
     moves them next to the existing shards, then commits the extended manifest
-    atomically; readers only ever see shards that the manifest lists. Shard
-    directories that no manifest lists (an append interrupted between the two
-    steps) are removed by the next append.
+    atomically; readers only ever see shards that the manifest lists. The whole
+    append holds the collection's writer lock (:mod:`annshard._lock`), from
+    before it reads the manifest until after the commit, so appends are
+    serialised. Shard directories that the committed manifest does not list (an
+    append interrupted between the two steps) are removed by the next append,
+    under the lock.
 """
 
 from __future__ import annotations
