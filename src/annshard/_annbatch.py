@@ -10,7 +10,6 @@ one model of a collection. ``Collection.origin`` is ``"annbatch"`` for them.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -27,11 +26,9 @@ _CHILD = re.compile(r"^dataset_(\d+)$")
 
 
 def _meta(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads((path / "zarr.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        msg = f"{path}: cannot read its zarr.json ({e}); the annbatch collection is damaged"
-        raise CollectionFormatError(msg) from e
+    from ._validate import read_json_file
+
+    return read_json_file(path / "zarr.json", what="annbatch collection")
 
 
 def _categories(col: Path) -> tuple[Any, ...]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +20,8 @@ import zarr
 
 from ._config import zarr_config
 from ._errors import CollectionFormatError
-from ._format import MANIFEST_KEY, Manifest
+from ._format import FORMAT_NAME, MANIFEST_KEY, Manifest
+from ._validate import check_shard_paths, read_json_file
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -27,7 +30,9 @@ if TYPE_CHECKING:
 
     from ._format import ObsColumn, ShardInfo, SourceInfo
 
-__all__ = ["Collection", "commit_manifest", "open_collection"]
+__all__ = ["Collection", "commit_manifest", "is_collection", "open_collection"]
+
+_OLD = re.compile(r"\.annshard-old-(\d+)-[0-9a-f]+$")
 
 
 class Collection:
@@ -155,20 +160,86 @@ class Collection:
         return hash(self.path)
 
 
-def _read_manifest_attr(path: Path) -> dict[str, Any] | None:
+def _read_manifest_attr(path: Path) -> Any:
     meta = path / "zarr.json"
     if not meta.is_file():
         return None
-    try:
-        attrs = json.loads(meta.read_text()).get("attributes", {})
-    except (OSError, json.JSONDecodeError) as e:
-        msg = f"{path}: its zarr.json cannot be read ({e}); the collection is damaged"
-        raise CollectionFormatError(msg) from e
+    attrs = read_json_file(meta).get("attributes", {})
+    if not isinstance(attrs, dict):
+        msg = f"{meta}: its 'attributes' is a {type(attrs).__name__}, not an object; the collection is damaged, rewrite it"
+        raise CollectionFormatError(msg)
     return attrs.get(MANIFEST_KEY)
+
+
+def _hidden_old(path: Path) -> list[Path]:
+    """Return the collections an overwrite of ``path`` moved aside (``.<name>.annshard-old-<pid>-<token>``), newest first."""
+    if not path.parent.is_dir():
+        return []
+    found = [p for p in path.parent.glob(f".{path.name}.annshard-old-*") if _OLD.search(p.name)]
+    return sorted(found, key=lambda p: p.stat().st_mtime if p.exists() else 0.0, reverse=True)
+
+
+def _recover_overwrite(path: Path) -> None:
+    """Put back a collection that an overwrite moved aside and never replaced (it crashed between its renames).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the moved-aside collection cannot be put back (its writer is still running, or the rename fails);
+        the message says where it is and the command that restores it.
+    """
+    from ._lock import pid_alive
+
+    for old in _hidden_old(path):
+        m = _OLD.search(old.name)
+        assert m is not None
+        if pid_alive(int(m.group(1))):
+            msg = (
+                f"{path}: no such collection right now: an overwrite (pid {m.group(1)}) is replacing it, and the "
+                f"previous collection is at {old}. Retry in a moment; if that process is stuck, restore the old "
+                f"collection with: mv {shlex.quote(str(old))} {shlex.quote(str(path))}"
+            )
+            raise FileNotFoundError(msg)
+        try:
+            os.rename(old, path)
+        except FileNotFoundError:
+            if path.exists():  # another process restored it first
+                return
+            continue
+        except OSError as e:
+            msg = (
+                f"{path}: no such collection, but an interrupted overwrite left the previous collection at {old} "
+                f"and it cannot be moved back ({e}); restore it with: mv {shlex.quote(str(old))} {shlex.quote(str(path))}"
+            )
+            raise FileNotFoundError(msg) from e
+        return
+
+
+def is_collection(path: Path) -> bool:
+    """Whether ``path`` is a directory marked as an annshard or annbatch collection (its manifest is not checked)."""
+    from ._annbatch import ANNBATCH_ENCODING
+
+    meta = path / "zarr.json"
+    if path.is_symlink() or not meta.is_file():
+        return False
+    try:
+        attrs = read_json_file(meta).get("attributes")
+    except CollectionFormatError:
+        return False
+    if not isinstance(attrs, dict):
+        return False
+    manifest = attrs.get(MANIFEST_KEY)
+    return (isinstance(manifest, dict) and manifest.get("format") == FORMAT_NAME) or attrs.get(
+        "encoding-type"
+    ) == ANNBATCH_ENCODING
 
 
 def open_collection(path: str | os.PathLike[str] | Collection) -> Collection:
     """Open a collection written by annshard (or by annbatch's ``DatasetCollection``).
+
+    The manifest is checked as a schema before it is used (types, ranges, allowed values; shard names plain,
+    unique and resolving inside the collection). If ``path`` is missing because an overwrite was killed between
+    its two renames, the previous collection is moved back first.
 
     Parameters
     ----------
@@ -182,9 +253,10 @@ def open_collection(path: str | os.PathLike[str] | Collection) -> Collection:
     Raises
     ------
     FileNotFoundError
-        If nothing exists at ``path``.
+        If nothing exists at ``path`` (and no interrupted overwrite left a collection to restore).
     CollectionFormatError
-        If ``path`` is not a collection, or an incomplete one (an interrupted write).
+        If ``path`` is not a collection, an incomplete one (an interrupted write), or its manifest is invalid;
+        the message names the field and the fix.
 
     Examples
     --------
@@ -197,15 +269,26 @@ def open_collection(path: str | os.PathLike[str] | Collection) -> Collection:
         return path
     path = Path(path)
     if not path.exists():
+        _recover_overwrite(path)
+    if not path.exists():
         msg = f"{path}: no such collection (the path does not exist)"
         raise FileNotFoundError(msg)
     raw = _read_manifest_attr(path)
     if raw is not None:
-        return Collection(path, Manifest.from_dict(raw, where=str(path)))
+        manifest = Manifest.from_dict(raw, where=str(path))
+        check_shard_paths(path, [s.name for s in manifest.shards])
+        return Collection(path, manifest)
     from ._annbatch import manifest_from_annbatch
 
-    manifest = manifest_from_annbatch(path)
+    try:
+        manifest = manifest_from_annbatch(path)
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        if isinstance(e, CollectionFormatError):
+            raise
+        msg = f"{path}: an annbatch collection with malformed metadata ({type(e).__name__}: {e}); it is damaged, rewrite it"
+        raise CollectionFormatError(msg) from e
     if manifest is not None:
+        check_shard_paths(path, [s.name for s in manifest.shards], annbatch=True)
         return Collection(path, manifest)
     msg = (
         f"{path}: not an annshard collection (no {MANIFEST_KEY!r} manifest in its zarr.json) and not an "

@@ -11,7 +11,9 @@ __all__ = [
     "AnnshardError",
     "CollectionExistsError",
     "CollectionFormatError",
+    "CollectionLockedError",
     "CorruptShardError",
+    "OverwriteRefusedError",
     "SourceError",
     "VarJoinError",
 ]
@@ -39,3 +41,11 @@ class CollectionExistsError(AnnshardError, FileExistsError):
 
 class CorruptShardError(AnnshardError, OSError):
     """A shard of a collection is missing on disk or cannot be decoded."""
+
+
+class OverwriteRefusedError(CollectionExistsError):
+    """``overwrite=True`` was given, but the path is not a collection (or holds a source): nothing was deleted."""
+
+
+class CollectionLockedError(AnnshardError, TimeoutError):
+    """Another writer holds the collection's lock (or the file system cannot lock)."""

@@ -29,6 +29,7 @@ from zarr.core.sync import sync
 from ._config import zarr_config
 from ._errors import CorruptShardError
 from ._shard import open_shard_arrays
+from ._validate import check_indices, check_indptr
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -254,6 +255,12 @@ class BlockReader:
                 if arrs.shape[0] != ref.collection.shards[ref.shard].n_obs:
                     msg = f"{ref.where}: {element!r} has {arrs.shape[0]} rows but the manifest lists {ref.collection.shards[ref.shard].n_obs}; the shard is damaged, rewrite the collection"
                     raise CorruptShardError(msg)
+                if indptr is not None:
+                    n_values = int(arrs.data.shape[0])
+                    if int(arrs.indices.shape[0]) != n_values:
+                        msg = f"{ref.where}: {element}/indices holds {arrs.indices.shape[0]} values but {element}/data {n_values}; the shard is damaged, rewrite the collection"
+                        raise CorruptShardError(msg)
+                    check_indptr(indptr, n_values, ref.where)
                 self._arrays[key] = arrs
                 self._direct[key] = (
                     DirectRuns.create(arrs.data),
@@ -296,6 +303,11 @@ class BlockReader:
                     self._plan_csr(chunks, shard_ids, arrs, index, local, bounds, pool, element, jobs, direct)
                 )
         self._run(jobs, chunks, shard_ids, direct)
+        # before any CSR matrix or tensor is built from them: an index past n_vars would make those read out of bounds
+        n_vars = self.shards[0].collection.n_vars
+        for b in blocks:
+            if b.indices is not None:
+                check_indices(b.indices, n_vars, lambda: "; ".join(self.shards[s].where for s in shard_ids.tolist()))
         block = blocks[0]
         block.extras = dict(zip(self.extras, blocks[1:], strict=True))
         return block

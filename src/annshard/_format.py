@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ._errors import CollectionFormatError
+from ._validate import validate_manifest_v1
 
 __all__ = [
     "FORMAT_NAME",
@@ -408,23 +409,32 @@ class Manifest:
         Raises
         ------
         CollectionFormatError
-            If the format or version is unknown or a field is missing.
+            If the format or version is unknown, or the manifest fails its version's schema check
+            (:func:`annshard._validate.validate_manifest_v1`): a field missing, of the wrong type, out of
+            range, not allowed, or a shard name that is not plain or is listed twice.
         """
+        if not isinstance(d, dict):
+            msg = f"{where}: manifest is a {type(d).__name__}, not an object; the collection is damaged, rewrite it"
+            raise CollectionFormatError(msg)
         fmt = d.get("format")
         if fmt != FORMAT_NAME:
-            msg = f"{where}: manifest format is {fmt!r}, expected {FORMAT_NAME!r}"
+            msg = f"{where}: manifest format is {str(fmt)[:80]!r}, expected {FORMAT_NAME!r}"
             raise CollectionFormatError(msg)
         version = d.get("format_version")
-        reader = _READERS.get(version)  # type: ignore[arg-type]
+        reader = _READERS.get(version) if type(version) is int else None
         if reader is None:
             msg = (
-                f"{where}: collection format version {version} is not supported by this annshard "
+                f"{where}: collection format version {str(version)[:40]} is not supported by this annshard "
                 f"(it reads versions {sorted(_READERS)}); upgrade annshard"
             )
             raise CollectionFormatError(msg)
+        validate, read = reader
+        validate(d, where=where)  # the schema first: nothing below sees a malformed field
         try:
-            return reader(d)
-        except (KeyError, TypeError) as e:
+            return read(d)
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, CollectionFormatError):
+                raise
             msg = f"{where}: manifest is missing or has a malformed field ({e}); the collection is damaged"
             raise CollectionFormatError(msg) from e
 
@@ -449,4 +459,5 @@ def _read_v1(d: dict[str, Any]) -> Manifest:
     )
 
 
-_READERS = {1: _read_v1}
+_READERS = {1: (validate_manifest_v1, _read_v1)}
+"""A (schema check, reader) pair for every format version ever written."""

@@ -24,6 +24,7 @@ from ._errors import CorruptShardError
 from ._fetch import Block, BlockReader, ShardRef
 from ._obs import ObsTable
 from ._output import OUTPUTS, Output, convert, convert_dense
+from ._validate import check_shard_metadata
 from ._world import World
 from .samplers import Sampler, SamplerContext, get_sampler
 
@@ -214,6 +215,7 @@ class Loader:
                 if not coll.shard_path(i).is_dir():
                     msg = f"collection {coll.path}: shard {info.name} (rows {offset}-{offset + info.n_obs - 1}) is missing on disk; restore or rewrite the collection"
                     raise CorruptShardError(msg)
+                check_shard_metadata(coll, i)  # the shard's own X agrees with the manifest (metadata reads)
                 refs.append(ShardRef(collection=coll, shard=i, offset=offset))
                 offset += info.n_obs
         return refs

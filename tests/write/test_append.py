@@ -10,6 +10,7 @@ import pytest
 
 import annshard
 from annshard import SourceError, VarJoinError
+from annshard._lock import LOCK_NAME
 from annshard._synthetic import make_adata
 from annshard._write import _writer
 
@@ -122,7 +123,9 @@ def test_interrupted_append_is_invisible_and_cleaned_up(base, monkeypatch):
     coll.append({"c": make_adata(30, 40, nnz_per_cell=5, obs_prefix="c")})
     assert not orphan.exists()
     assert coll.n_obs == 230
-    assert not [p for p in coll.path.iterdir() if p.name.startswith(".annshard")]
+    # only the writer lock file stays (empty: its holder is gone)
+    assert [p.name for p in coll.path.iterdir() if p.name.startswith(".annshard")] == [LOCK_NAME]
+    assert (coll.path / LOCK_NAME).read_text() == ""
 
 
 def test_append_dense_collection(tmp_path, roundtrip):

@@ -53,7 +53,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         default="raise",
         help="an obs column with numbers in one source and strings in another: refuse, or store as strings",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing collection at PATH")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing collection at PATH (only a collection or an empty directory; never a source)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -4,15 +4,21 @@ Atomicity
     A collection is built in a hidden sibling directory
     ``.<name>.annshard-tmp-<pid>-<token>``; its manifest is written last, and
     the directory is renamed into place only when complete. An existing path
-    is refused unless ``overwrite=True``; it is then swapped out by two renames
-    and deleted. Leftovers of interrupted attempts (whose process is gone) are
-    removed by the next write to the same path.
+    is refused unless ``overwrite=True``, and even then replaced only when it is
+    a collection (or an empty directory) and holds no source; it is swapped out
+    by two renames under its writer lock and deleted. Leftovers of interrupted
+    attempts (whose process is gone) are removed by the next write to the same
+    path; a collection hidden by a kill between the renames is restored by
+    ``open_collection``.
 
     An append writes its new shards in ``<collection>/.annshard-append-<pid>-<token>``,
     moves them next to the existing shards, then commits the extended manifest
-    atomically; readers only ever see shards that the manifest lists. Shard
-    directories that no manifest lists (an append interrupted between the two
-    steps) are removed by the next append.
+    atomically; readers only ever see shards that the manifest lists. The whole
+    append holds the collection's writer lock (:mod:`annshard._lock`), from
+    before it reads the manifest until after the commit, so appends are
+    serialised. Shard directories that the committed manifest does not list (an
+    append interrupted between the two steps) are removed by the next append,
+    under the lock.
 """
 
 from __future__ import annotations
@@ -28,10 +34,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from annshard._collection import Collection, commit_manifest, open_collection
+from annshard._collection import Collection, commit_manifest, is_collection, open_collection
 from annshard._config import zarr_config
-from annshard._errors import CollectionExistsError, CollectionFormatError
+from annshard._errors import CollectionExistsError, CollectionFormatError, OverwriteRefusedError
 from annshard._format import Manifest, ObsColumn, ShardInfo, SourceInfo, StorageSpec, shard_name
+from annshard._lock import collection_lock, pid_alive
 
 from ._counts import AUTO, check_counts_dtype, resolve_counts
 from ._gather import gather_bucket
@@ -50,19 +57,75 @@ if TYPE_CHECKING:
 __all__ = ["append_collection", "write_collection"]
 
 _STALE = re.compile(r"\.annshard-(tmp|old|append)-(\d+)-[0-9a-f]+$")
+_PAUSE_ENV = "ANNSHARD_TEST_PAUSE_APPEND"
+"""Test hook: seconds an append sleeps between reading the manifest and writing (to race two appends)."""
+LOCK_TIMEOUT = 600.0
+"""Default seconds a writer waits for another writer of the same collection."""
+
+_pid_alive = pid_alive
 
 
 # -- helpers --------------------------------------------------------------------------------------------------------
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _as_list(sources: Any) -> Any:
+    """Materialise an iterator of sources once (the paths are checked before the sources are opened)."""
+    if isinstance(sources, dict | str | os.PathLike) or not hasattr(sources, "__iter__"):
+        return sources
+    return list(sources)
+
+
+def _source_paths(sources: Any) -> list[Path]:
+    """Return the on-disk paths among ``sources`` (paths, and backed AnnData's files), resolved through symlinks."""
+    if isinstance(sources, dict):
+        items = list(sources.values())
+    elif isinstance(sources, str | os.PathLike) or not hasattr(sources, "__iter__"):
+        items = [sources]
+    else:
+        items = list(sources)
+    out = []
+    for obj in items:
+        p = obj if isinstance(obj, str | os.PathLike) else getattr(obj, "filename", None)
+        if isinstance(p, str | os.PathLike):
+            out.append(Path(p).resolve())
+    return out
+
+
+def _check_not_source(path: Path, sources: Any, *, verb: str) -> None:
+    """Refuse an output that is a source, holds one, or lies inside one (checked before any source is read)."""
+    target = path.resolve()
+    for src in _source_paths(sources):
+        if src == target or target in src.parents or src in target.parents:
+            relation = (
+                "is one of the sources"
+                if src == target
+                else "holds the source"
+                if target in src.parents
+                else "lies inside the source"
+            )
+            msg = (
+                f"{path}: {relation} {src}; {verb} it would destroy its own input. Nothing was changed: "
+                "choose an output path outside every source"
+            )
+            raise OverwriteRefusedError(msg)
+
+
+def _check_replaceable(path: Path) -> None:
+    """Refuse ``overwrite=True`` of anything but a collection (or an empty directory); nothing is deleted."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    if path.is_dir() and not path.is_symlink() and (is_collection(path) or not any(path.iterdir())):
+        return
+    what = (
+        "a symbolic link"
+        if path.is_symlink()
+        else "a file"
+        if not path.is_dir()
+        else "a non-empty directory that is not an annshard or annbatch collection"
+    )
+    msg = (
+        f"{path}: is {what}; overwrite=True (--overwrite) replaces only a collection (or an empty directory), "
+        "so nothing was deleted. Choose another output path, or remove it yourself if it is really meant to go"
+    )
+    raise OverwriteRefusedError(msg)
 
 
 def _cleanup_stale(path: Path) -> None:
@@ -292,6 +355,7 @@ def write_collection(
     obs_conflicts: Literal["raise", "string"] = "raise",
     max_categories: int = 10_000,
     tmp_dir: str | os.PathLike[str] | None = None,
+    lock_timeout: float = LOCK_TIMEOUT,
 ) -> Collection:
     """Write sources into one globally shuffled, sharded collection, out of core.
 
@@ -339,7 +403,9 @@ def write_collection(
     dense
         Store ``X`` dense (``True``) or CSR (``False``); default: dense only when every source is dense.
     overwrite
-        Replace an existing collection at ``path``.
+        Replace an existing collection at ``path`` (an annshard or annbatch collection, or an empty directory;
+        anything else is refused and nothing is deleted). The old collection is swapped out only when the new
+        one is complete, under the old one's writer lock.
     show_progress
         Show progress bars.
     obs_conflicts
@@ -349,6 +415,8 @@ def write_collection(
         A string column with at most this many distinct values is stored as categorical.
     tmp_dir
         Where the temporary bucket files go (default: inside the collection's temporary directory).
+    lock_timeout
+        With ``overwrite``: seconds to wait for a writer (an append) of the collection being replaced.
 
     Returns
     -------
@@ -358,6 +426,11 @@ def write_collection(
     ------
     CollectionExistsError
         If ``path`` exists and ``overwrite`` is false.
+    OverwriteRefusedError
+        If ``path`` is a source, holds or lies inside one, or ``overwrite`` would replace something that is
+        not a collection (a file, a non-empty directory); nothing is deleted.
+    CollectionLockedError
+        If another writer holds the replaced collection's lock for more than ``lock_timeout`` seconds.
     SourceError
         If a source is missing, not AnnData, corrupt, empty, or obs types conflict; if a requested
         layer or obsm array is missing from a source, or obsm widths differ between sources.
@@ -380,7 +453,11 @@ def write_collection(
     if obs_conflicts not in ("raise", "string"):
         msg = f"obs_conflicts must be 'raise' or 'string', not {obs_conflicts!r}"
         raise ValueError(msg)
+    sources = _as_list(sources)
+    _check_not_source(path, sources, verb="writing")
     _cleanup_stale(path)
+    if overwrite:
+        _check_replaceable(path)
     if (path.exists() or path.is_symlink()) and not overwrite:
         msg = (
             f"{path}: already exists; pass overwrite=True (CLI: --overwrite) to replace it, choose another path, "
@@ -435,7 +512,7 @@ def write_collection(
                     extra={"memory_budget": budget, "n_obs_per_shard": max(layout.shard_rows), **_notes(srcs)},
                 )
                 commit_manifest(tmp, manifest)
-                _install(tmp, path, overwrite=overwrite)
+                _install(tmp, path, overwrite=overwrite, lock_timeout=lock_timeout)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 shutil.rmtree(workdir, ignore_errors=True)
@@ -454,37 +531,43 @@ def _notes(sources: list[Source]) -> dict[str, Any]:
     return {"notes": [f"float16 X of {f16} stored as float32 (exact; scipy.sparse has no float16)"]}
 
 
-def _install(tmp: Path, path: Path, *, overwrite: bool) -> None:
+def _install(tmp: Path, path: Path, *, overwrite: bool, lock_timeout: float = LOCK_TIMEOUT) -> None:
     if path.exists() or path.is_symlink():
         if not overwrite:
             msg = f"{path}: was created while this collection was being written; it is left untouched"
             raise CollectionExistsError(msg)
+        _check_replaceable(path)  # again: it may have changed while the new collection was written
         old = path.parent / f".{path.name}.annshard-old-{_token()}"
-        os.rename(path, old)
-        os.rename(tmp, path)
-        if old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink()
+        if path.is_dir() and (path / "zarr.json").is_file():
+            # a collection: wait for its writer (an append), so its commit is not lost in the old copy
+            with collection_lock(path, timeout=lock_timeout, what="overwrite"):
+                os.rename(path, old)
+                os.rename(tmp, path)
+        else:  # an empty directory
+            os.rename(path, old)
+            os.rename(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(tmp, path)
 
 
 # -- append ---------------------------------------------------------------------------------------------------------
 def _cleanup_append(coll: Collection) -> None:
-    live = False
+    """Remove what interrupted appends left (run under the collection's lock, so no other append is live).
+
+    Only directories that the committed manifest (read under the same lock) does not list are removed.
+    """
     for p in coll.path.glob(".annshard-append-*"):
-        m = _STALE.search(p.name)
-        if m is not None and _pid_alive(int(m.group(2))):
-            live = True
-            continue
         shutil.rmtree(p, ignore_errors=True)
-    if live:
-        return
     listed = {s.name for s in coll.manifest.shards}
     for p in coll.path.glob("shard-*.zarr"):
         if p.name not in listed:
             shutil.rmtree(p, ignore_errors=True)
+
+
+def _next_shard(m: Manifest) -> int:
+    """Return the number of the first new shard: after every listed one (names need not be consecutive)."""
+    return 1 + max((int(s.name[len("shard-") : -len(".zarr")]) for s in m.shards), default=-1)
 
 
 def _unique_names(new: list[str], existing: list[str], generation: int) -> list[str]:
@@ -518,6 +601,7 @@ def append_collection(
     show_progress: bool = False,
     obs_conflicts: Literal["raise", "string"] = "raise",
     tmp_dir: str | os.PathLike[str] | None = None,
+    lock_timeout: float = LOCK_TIMEOUT,
 ) -> Collection:
     """Add sources to a collection as new shards, shuffled among themselves; existing shards are never rewritten.
 
@@ -548,10 +632,20 @@ def append_collection(
         As for :func:`write_collection` (only ``"raise"`` is possible against a numeric column).
     tmp_dir
         Where the temporary bucket files go.
+    lock_timeout
+        Seconds to wait while another writer (an append, an overwrite) holds the collection's lock;
+        ``0`` fails at once.
 
     Returns
     -------
     The updated collection.
+
+    Raises
+    ------
+    CollectionLockedError
+        If another writer still holds the lock after ``lock_timeout`` seconds (naming its pid, host and start).
+    OverwriteRefusedError
+        If a source lies inside the collection.
 
     Examples
     --------
@@ -559,7 +653,42 @@ def append_collection(
     >>> coll = annshard.open_collection("cells.zarr")  # doctest: +SKIP
     >>> coll.append(["more.h5ad"])  # doctest: +SKIP
     """
-    coll = open_collection(collection if not isinstance(collection, Collection) else collection.path)
+    opened = open_collection(collection if not isinstance(collection, Collection) else collection.path)
+    if opened.origin != "annshard":
+        msg = f"{opened.path}: was written by {opened.origin}; annshard appends only to its own collections"
+        raise CollectionFormatError(msg)
+    path = opened.path
+    sources = _as_list(sources)
+    for src in _source_paths(sources):
+        if path.resolve() == src or path.resolve() in src.parents:
+            msg = f"{path}: the source {src} lies inside the collection; copy it out first (nothing was changed)"
+            raise OverwriteRefusedError(msg)
+    with collection_lock(path, timeout=lock_timeout, what="append"):
+        return _append_locked(
+            path,
+            sources,
+            seed=seed,
+            memory_budget=memory_budget,
+            n_obs_per_shard=n_obs_per_shard,
+            show_progress=show_progress,
+            obs_conflicts=obs_conflicts,
+            tmp_dir=tmp_dir,
+        )
+
+
+def _append_locked(
+    path: Path,
+    sources: Any,
+    *,
+    seed: int | None,
+    memory_budget: int | str,
+    n_obs_per_shard: int | None,
+    show_progress: bool,
+    obs_conflicts: Literal["raise", "string"],
+    tmp_dir: str | os.PathLike[str] | None,
+) -> Collection:
+    """Append, under the collection's lock: the manifest read here is the committed one."""
+    coll = open_collection(path)
     if coll.origin != "annshard":
         msg = f"{coll.path}: was written by {coll.origin}; annshard appends only to its own collections"
         raise CollectionFormatError(msg)
@@ -569,6 +698,10 @@ def append_collection(
     generation = 1 + max((s.generation for s in m.shards), default=0)
     generation = max(generation, len(m.appends) + 1)
     _cleanup_append(coll)
+    if os.environ.get(_PAUSE_ENV):
+        import time
+
+        time.sleep(float(os.environ[_PAUSE_ENV]))
     old_names = [s.name for s in m.sources]
     with zarr_config():
         var = coll.var
@@ -603,7 +736,7 @@ def append_collection(
                     workdir=workdir,
                     matrices=matrices,
                 )
-                shards = _run(layout, tmp, len(m.shards), show_progress)
+                shards = _run(layout, tmp, _next_shard(m), show_progress)
                 for sh in shards:
                     os.rename(tmp / sh.name, coll.path / sh.name)
                     moved.append(coll.path / sh.name)
