@@ -135,7 +135,7 @@ def _list(where: str, field: str, v: Any) -> list[Any]:
     return v
 
 
-def _storage(where: str, s: dict[str, Any]) -> None:
+def _storage(where: str, s: dict[str, Any], prefix: str = "storage") -> None:
     for key, allowed in (
         ("x_format", ("csr", "dense")),
         ("codec", ("lz4", "zstd", "none")),
@@ -143,15 +143,15 @@ def _storage(where: str, s: dict[str, Any]) -> None:
         ("indices_codec", ("none", None)),
     ):
         if key in s:
-            _choice(where, f"storage.{key}", s[key], allowed)
+            _choice(where, f"{prefix}.{key}", s[key], allowed)
     for key in ("data_dtype", "indices_dtype", "counts_dtype"):
         if key in s and not (key == "counts_dtype" and s[key] is None):
-            _choice(where, f"storage.{key}", s[key], tuple(sorted(_NUMERIC)))
+            _choice(where, f"{prefix}.{key}", s[key], tuple(sorted(_NUMERIC)))
     if "clevel" in s:
-        _int(where, "storage.clevel", s["clevel"], 0, 9)
+        _int(where, f"{prefix}.clevel", s["clevel"], 0, 9)
     for key in ("chunk_elems", "shard_elems", "dense_chunk_rows", "dense_shard_rows"):
         if key in s:
-            _int(where, f"storage.{key}", s[key], 1, 1 << 40)
+            _int(where, f"{prefix}.{key}", s[key], 1, 1 << 40)
 
 
 def _shards(where: str, shards: list[Any]) -> None:
@@ -221,6 +221,27 @@ def _obs_columns(where: str, cols: list[Any]) -> None:
             raise _fail(where, f"{f}.categories", "holds a category twice")
 
 
+_MATRIX_ELEMENT = re.compile(r"^(layers|obsm)/[^/\\\x00]+$")
+
+
+def _matrices(where: str, mats: list[Any], n_vars: int) -> None:
+    seen: set[str] = set()
+    for i, m in enumerate(mats):
+        f = f"matrices[{i}]"
+        m = _dict(where, f, m)
+        element = m.get("element")
+        _str(where, f"{f}.element", element, max_len=1024)
+        if not _MATRIX_ELEMENT.match(element) or element.split("/", 1)[1] in (".", ".."):
+            raise _fail(where, f"{f}.element", f"is {element[:80]!r}, not 'layers/<name>' or 'obsm/<name>'")
+        if element in seen:
+            raise _fail(where, f"{f}.element", f"lists {element!r} a second time")
+        seen.add(element)
+        _int(where, f"{f}.n_cols", m.get("n_cols"), 1, _MAX_VARS)
+        if element.startswith("layers/") and m["n_cols"] != n_vars:
+            raise _fail(where, f"{f}.n_cols", f"is {m['n_cols']} but a layer has the collection's {n_vars} genes")
+        _storage(where, _dict(where, f"{f}.storage", m.get("storage")), f"{f}.storage")
+
+
 def validate_manifest_v1(d: Any, *, where: str) -> None:
     """Check a version-1 manifest as a schema, before any of it is used.
 
@@ -244,6 +265,7 @@ def validate_manifest_v1(d: Any, *, where: str) -> None:
     _shards(where, _list(where, "shards", d["shards"]))
     _sources(where, _list(where, "sources", d["sources"]))
     _obs_columns(where, _list(where, "obs_columns", d["obs_columns"]))
+    _matrices(where, _list(where, "matrices", d.get("matrices", [])), d["n_vars"])
     for i, a in enumerate(_list(where, "appends", d.get("appends", []))):
         _dict(where, f"appends[{i}]", a)
     _dict(where, "extra", d.get("extra", {}))

@@ -220,3 +220,22 @@ def test_an_untouched_collection_loads_every_row(coll):
     m = annshard.open_collection(coll).manifest
     assert m.format == FORMAT_NAME
     assert np.sum([s.n_obs for s in m.shards]) == 300
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda d: d.update(matrices={"element": "layers/counts"}), "matrices"),
+        (lambda d: d.update(matrices=[{"element": "layers/..", "n_cols": d["n_vars"], "storage": {}}]), "element"),
+        (lambda d: d.update(matrices=[{"element": "raw/X", "n_cols": d["n_vars"], "storage": {}}]), "element"),
+        (lambda d: d.update(matrices=[{"element": "layers/c", "n_cols": d["n_vars"] + 1, "storage": {}}]), "n_cols"),
+        (lambda d: d.update(matrices=[{"element": "obsm/p", "n_cols": "2", "storage": {}}]), "n_cols"),
+        (lambda d: d.update(matrices=[{"element": "obsm/p", "n_cols": 2, "storage": {"codec": "gzip"}}]), "codec"),
+    ],
+    ids=["not-a-list", "dotdot-name", "unknown-group", "layer-width", "string-width", "bad-codec"],
+)
+def test_matrices_field_is_validated(built, mutate, field):
+    d = _valid(built)
+    mutate(d)
+    with pytest.raises(CollectionFormatError, match=rf"field 'matrices[^']*{field}|field '{field}'"):
+        Manifest.from_dict(d, where="c")
