@@ -38,7 +38,7 @@ from annshard._collection import Collection, commit_manifest, is_collection, ope
 from annshard._config import zarr_config
 from annshard._errors import CollectionExistsError, CollectionFormatError, OverwriteRefusedError
 from annshard._format import Manifest, ObsColumn, ShardInfo, SourceInfo, StorageSpec, shard_name
-from annshard._lock import collection_lock, pid_alive
+from annshard._lock import LOCK_NAME, collection_lock, pid_alive
 
 from ._counts import AUTO, check_counts_dtype, resolve_counts
 from ._gather import gather_bucket
@@ -511,6 +511,7 @@ def write_collection(
                     created_by=_version(),
                     extra={"memory_budget": budget, "n_obs_per_shard": max(layout.shard_rows), **_notes(srcs)},
                 )
+                (tmp / LOCK_NAME).touch()  # part of the collection from the start: a later append adds no file
                 commit_manifest(tmp, manifest)
                 _install(tmp, path, overwrite=overwrite, lock_timeout=lock_timeout)
             except BaseException:
