@@ -226,7 +226,7 @@ def stage_cpu(run: dict[str, Any]) -> dict[str, float]:
         "consumer": py.pop("MainThread", 0.0) * per_1k,
     }
     stages["A"] = stages["A_read"] + stages["A_decode"]
-    stages["other"] = sum(py.values()) * per_1k  # other Python threads (zarr's, annshard's default-named ones)
+    stages["other"] = sum(py.values()) * per_1k  # other Python threads: zarr's I/O loop (opening), asyncio pools
     stages["all"] = t["cpu_s"] * per_1k
     return stages
 
@@ -425,12 +425,12 @@ def table(res: dict[str, Any], a: argparse.Namespace) -> str:
 
     rows = []
     labels = {
-        "A_read": ("A: read thread (Python)", "1 thread"),
+        "A_read": ("A: read thread", "1 thread"),
         "A_decode": ("A: zarrs decode (native threads)", "read_threads"),
         "A": ("A: read + decode", "see below"),
         "B_gather": ("B: gather thread", "1 thread"),
         "consumer": ("consumer (main thread)", "1 thread"),
-        "other": ("other Python threads", "1 thread"),
+        "other": ("other Python threads (zarr's I/O loop, ...)", "1 thread"),
         "all": ("whole process", "N cores"),
     }
     for kind in a.kinds:

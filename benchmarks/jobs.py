@@ -168,7 +168,8 @@ class ThreadCPU:
     when it ends: :meth:`install` wraps ``threading.Thread.run`` so each thread
     records its own ``time.thread_time()`` as it finishes (two clock reads per
     thread, nothing per batch). Threads alive at the end are read from
-    ``psutil.Process().threads()``, those alive at the start minus their CPU then.
+    ``psutil.Process().threads()`` (10 ms ticks), those alive at the start minus their CPU
+    then; the main thread from its own ``time.thread_time()``.
     Threads that are not Python threads (zarrs' Rust decode threads: absent from
     ``threading.enumerate()``) are what is left of the process's CPU
     (``time.process_time()``, which counts every thread, ended ones included);
@@ -199,16 +200,20 @@ class ThreadCPU:
         return {t.id: t.user_time + t.system_time for t in psutil.Process().threads()}
 
     def start(self) -> None:
+        """Start the span; call it, and :meth:`stop`, from the main thread (the consumer)."""
         self._t0 = self._threads()
+        self._main0 = time.thread_time()  # ns resolution; psutil's per-thread times tick at 10 ms
         self._cpu0 = time.process_time()
         with self._lock:
             self._n_ended0 = len(self.ended)
 
     def stop(self) -> dict[str, Any]:
         cpu = time.process_time() - self._cpu0
+        main = threading.main_thread()
+        by_name: dict[str, float] = {main.name: time.thread_time() - self._main0}
         alive = self._threads()
+        alive.pop(main.native_id, None)
         names = {t.native_id: t.name for t in threading.enumerate()}
-        by_name: dict[str, float] = {}
         with self._lock:
             ended = self.ended[self._n_ended0 :]
         seen = set()
