@@ -66,8 +66,9 @@ class Prefetcher:
         self._queue: queue.Queue[Any] = queue.Queue()
         self._stop = threading.Event()
         self._held = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread = threading.Thread(target=self._run, name="annshard-prefetch", daemon=True)
         _LIVE.add(self)
+        self._thread.name = name
         self._thread.start()
 
     def _run(self) -> None:
