@@ -10,7 +10,9 @@ Jobs
 convert_annbatch / convert_annshard
     ``.h5ad`` files -> a shuffled collection.
 load_annbatch / load_annshard
-    ``epochs`` full epochs over a collection (scipy CSR + one categorical obs column).
+    ``epochs`` full epochs over a collection (scipy CSR + one categorical obs column), timed from
+    constructing the loader (time to first batch included), with the process's CPU (user + sys, all
+    threads) over that span and its split by thread (see :class:`ThreadCPU`).
 train_annbatch / train_annshard / train_compute
     one epoch of a small torch model over a loader, or over in-memory batches (compute only).
 decode
@@ -23,6 +25,7 @@ import json
 import os
 import resource
 import sys
+import threading
 import time
 from typing import Any
 
@@ -156,14 +159,98 @@ def _import(lib: str) -> float:
     return time.perf_counter() - t0
 
 
+class ThreadCPU:
+    """CPU seconds per thread over a span, grouped by thread name; native (non-Python) threads by difference.
+
+    Python threads are told apart by name (annshard's stages: ``annshard-read``,
+    ``annshard-gather``; the consumer: ``MainThread``). A thread that ends inside
+    the span (the loader starts its stage threads anew each epoch) is counted
+    when it ends: :meth:`install` wraps ``threading.Thread.run`` so each thread
+    records its own ``time.thread_time()`` as it finishes (two clock reads per
+    thread, nothing per batch). Threads alive at the end are read from
+    ``psutil.Process().threads()`` (10 ms ticks), those alive at the start minus their CPU
+    then; the main thread from its own ``time.thread_time()``.
+    Threads that are not Python threads (zarrs' Rust decode threads: absent from
+    ``threading.enumerate()``) are what is left of the process's CPU
+    (``time.process_time()``, which counts every thread, ended ones included);
+    ``native_alive_s`` is the same read directly from the native threads alive at
+    the end, a cross-check.
+    """
+
+    def __init__(self) -> None:
+        self.ended: list[tuple[str, int, float]] = []
+        self._lock = threading.Lock()
+
+    def install(self) -> None:
+        ledger, run = self, threading.Thread.run
+
+        def counted_run(thread: threading.Thread) -> None:
+            try:
+                run(thread)
+            finally:
+                with ledger._lock:
+                    ledger.ended.append((thread.name, thread.native_id, time.thread_time()))
+
+        threading.Thread.run = counted_run  # type: ignore[method-assign]
+
+    @staticmethod
+    def _threads() -> dict[int, float]:
+        import psutil
+
+        return {t.id: t.user_time + t.system_time for t in psutil.Process().threads()}
+
+    def start(self) -> None:
+        """Start the span; call it, and :meth:`stop`, from the main thread (the consumer)."""
+        self._t0 = self._threads()
+        self._main0 = time.thread_time()  # ns resolution; psutil's per-thread times tick at 10 ms
+        self._cpu0 = time.process_time()
+        with self._lock:
+            self._n_ended0 = len(self.ended)
+
+    def stop(self) -> dict[str, Any]:
+        cpu = time.process_time() - self._cpu0
+        main = threading.main_thread()
+        by_name: dict[str, float] = {main.name: time.thread_time() - self._main0}
+        alive = self._threads()
+        alive.pop(main.native_id, None)
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        with self._lock:
+            ended = self.ended[self._n_ended0 :]
+        seen = set()
+        for name, tid, t in ended:
+            seen.add(tid)
+            by_name[name] = by_name.get(name, 0.0) + t - self._t0.get(tid, 0.0)
+        native_alive = 0.0
+        for tid, t in alive.items():
+            if tid in seen:
+                continue
+            dt = t - self._t0.get(tid, 0.0)
+            if tid in names:
+                by_name[names[tid]] = by_name.get(names[tid], 0.0) + dt
+            else:
+                native_alive += dt
+        return {
+            "cpu_s": cpu,
+            "python_threads_s": by_name,
+            "native_s": max(0.0, cpu - sum(by_name.values())),
+            "native_alive_s": native_alive,
+        }
+
+
+_THREAD_CPU = ThreadCPU()
+
+
 def _load(lib: str, p: dict) -> dict:
     make, labels = _LOADERS[lib]
+    _THREAD_CPU.install()
     t_import = _import(lib)
     base = _rss_mb()
+    _THREAD_CPU.start()
     t0 = time.perf_counter()
     loader = make(p)
     t_open = time.perf_counter() - t0
-    epochs, cells, nnz, first, epoch_s = p.get("epochs", 2), 0, 0, None, []
+    epochs, cells, nnz, first = p.get("epochs", 2), 0, 0, None
+    epoch_s, iter_s, ends = [], [], [t0]
     chunk_share: list[float] = []
     for _ in range(epochs):
         te = time.perf_counter()
@@ -177,16 +264,27 @@ def _load(lib: str, p: dict) -> dict:
             nnz += x.nnz
             if p.get("return_index") and len(chunk_share) < 200:
                 chunk_share.append(_same_run_share(np.asarray(batch["index"]), p["chunk_size"]))
-        epoch_s.append(time.perf_counter() - te)
-    total = sum(epoch_s)
+        now = time.perf_counter()
+        iter_s.append(now - te)
+        epoch_s.append(now - ends[-1])  # the first epoch from constructing the loader
+        ends.append(now)
+    total = ends[-1] - t0
+    threads = _THREAD_CPU.stop()
     out = {
         "cells_per_s": cells / total,
+        "seconds": total,
         "epoch_s": epoch_s,
+        "epoch_iter_s": iter_s,
+        "first_epoch_s": epoch_s[0],
+        "later_epoch_s": float(np.median(epoch_s[1:])) if len(epoch_s) > 1 else None,
         "first_batch_s": first,
         "open_s": t_open,
         "import_s": t_import,
         "cells": cells,
         "nnz": nnz,
+        "cpu_s": threads["cpu_s"],
+        "cpu_ms_per_1k_cells": threads["cpu_s"] / cells * 1e6,
+        "threads_cpu": threads,
         "rss_base_mb": base,
     }
     if chunk_share:

@@ -406,11 +406,11 @@ class Loader:
         arrays = 1 + len(self._extras)  # X and each layer / obsm array
         block_pool = BufferPool(max_buffers=2 * 4 * arrays)
         batch_pool = BufferPool(max_buffers=3 * (per_block + 4) * arrays)
-        blocks = Prefetcher(range(first, stream.n_blocks), read, slots=2)
+        blocks = Prefetcher(range(first, stream.n_blocks), read, slots=2, name="annshard-read")
         # stage B (thread): gather each batch's rows straight from the read-order blocks (one copy per value),
         # then widen its gene indices; A and B run on different cores
         cut = cut_batches(blocks, self.batch_size, n_vars=self.n_vars, drop_last=self.drop_last, pool=batch_pool)
-        batches = Prefetcher(cut, slots=per_block + 1)
+        batches = Prefetcher(cut, slots=per_block + 1, name="annshard-gather")
         try:
             for part in batches:
                 batch = self._make_batch(part)

@@ -54,9 +54,17 @@ class Prefetcher:
     ``items`` (a generator doing the work) is then what runs in the thread.
     Iterate it to get the results in order; call :meth:`release` when done with
     one (or let the next ``next()`` do it), and :meth:`close` to stop early.
+    ``name`` names the thread (``benchmarks/jobs.py`` tells the stages' CPU apart by it).
     """
 
-    def __init__(self, items: Iterable[Any], produce: Callable[[Any], Any] | None = None, *, slots: int = 2) -> None:
+    def __init__(
+        self,
+        items: Iterable[Any],
+        produce: Callable[[Any], Any] | None = None,
+        *,
+        slots: int = 2,
+        name: str = "annshard-prefetch",
+    ) -> None:
         self._items = items
         self._produce = produce
         self._slots = threading.Semaphore(slots)
@@ -66,6 +74,7 @@ class Prefetcher:
         self._pid = os.getpid()
         self._thread = threading.Thread(target=self._run, name="annshard-prefetch", daemon=True)
         _LIVE.add(self)
+        self._thread.name = name
         self._thread.start()
 
     def _run(self) -> None:
