@@ -65,6 +65,18 @@ KINDS = ("counts", "lognorm")
 """The kinds of values: raw counts, and log1p(CP10k) float32 of the same cells."""
 
 
+def _cached_or_fresh(out: Path) -> tuple[list[Path], dict] | None:
+    """The cached files of a finished dataset in ``out``; else ``None``, with ``out`` emptied for a new one."""
+    marker = out / "done.json"
+    if marker.exists():
+        meta = json.loads(marker.read_text())
+        return [out / f["path"] for f in meta["files"]], meta
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    return None
+
+
 def ensure_dataset(
     cells: int,
     genes: int,
@@ -83,13 +95,9 @@ def ensure_dataset(
         paths, meta = ensure_dataset(cells, genes, nnz=nnz, cells_per_file=cells_per_file, seed=seed, verbose=verbose)
         return _ensure_lognorm(paths, meta, verbose=verbose)
     out = dataset_dir(cells, genes, nnz, cells_per_file, seed)
-    marker = out / "done.json"
-    if marker.exists():
-        meta = json.loads(marker.read_text())
-        return [out / f["path"] for f in meta["files"]], meta
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    cached = _cached_or_fresh(out)
+    if cached is not None:
+        return cached
     t0 = time.perf_counter()
     files = []
     for i, n in enumerate(file_sizes(cells, cells_per_file)):
@@ -119,7 +127,7 @@ def ensure_dataset(
         "files": files,
         "bytes_on_disk": sum((out / f["path"]).stat().st_size for f in files),
     }
-    marker.write_text(json.dumps(meta, indent=1))
+    (out / "done.json").write_text(json.dumps(meta, indent=1))
     return [out / f["path"] for f in files], meta
 
 
@@ -138,13 +146,9 @@ def _ensure_lognorm(paths: list[Path], meta: dict, *, verbose: bool) -> tuple[li
 
     src = paths[0].parent
     out = src.with_name(src.name + "_lognorm")
-    marker = out / "done.json"
-    if marker.exists():
-        lmeta = json.loads(marker.read_text())
-        return [out / f["path"] for f in lmeta["files"]], lmeta
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    cached = _cached_or_fresh(out)
+    if cached is not None:
+        return cached
     t0 = time.perf_counter()
     for path in paths:
         adata = ad.read_h5ad(path)
@@ -155,7 +159,7 @@ def _ensure_lognorm(paths: list[Path], meta: dict, *, verbose: bool) -> tuple[li
             print(f"  normalised {path.name} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     lmeta = {**meta, "kind": "lognorm", "values": "log1p(CP10k) float32", "counts_dir": str(src)}
     lmeta["bytes_on_disk"] = sum((out / f["path"]).stat().st_size for f in meta["files"])
-    marker.write_text(json.dumps(lmeta, indent=1))
+    (out / "done.json").write_text(json.dumps(lmeta, indent=1))
     return [out / f["path"] for f in lmeta["files"]], lmeta
 
 
