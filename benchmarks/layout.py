@@ -3,7 +3,7 @@
 Used by the storage sweep (``storage.py``) to compare codecs, chunk and shard
 sizes and index dtypes on identical rows, independently of the writer's
 pipeline: the rows of the input files are concatenated, permuted with a fixed
-seed and cut into shards with :func:`annshard._shard.write_shard`, then a
+seed and cut into shards with :func:`annshard._store._shard.write_shard`, then a
 manifest is committed, so :class:`annshard.Loader` opens the result as any
 collection.
 """
@@ -20,13 +20,13 @@ import pandas as pd
 import scipy.sparse as sp
 import zarr
 
-from annshard._collection import commit_manifest
 from annshard._config import zarr_config
-from annshard._format import Manifest, ObsColumn, ShardInfo, SourceInfo, shard_name
-from annshard._shard import write_shard
+from annshard._store._collection import commit_manifest
+from annshard._store._manifest import Manifest, ObsColumn, ShardInfo, SourceInfo, shard_name
+from annshard._store._shard import write_shard
 
 if TYPE_CHECKING:
-    from annshard._format import StorageSpec
+    from annshard._store._manifest import StorageSpec
 
 
 def load_rows(paths: list[Path], n_obs: int | None = None, *, seed: int = 0) -> ad.AnnData:

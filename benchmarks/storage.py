@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import DATA_DIR, ensure_dataset
 from harness import dir_bytes, fmt_table, median, run_job, warm_page_cache
 
-from annshard._format import StorageSpec
+from annshard._store._manifest import StorageSpec
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from ._collection import Collection, open_collection
 from ._errors import (
     AnnshardError,
     CollectionExistsError,
@@ -28,6 +27,7 @@ from ._errors import (
     SourceError,
     VarJoinError,
 )
+from ._store._collection import Collection, open_collection
 
 if TYPE_CHECKING:
     from ._loader import Loader

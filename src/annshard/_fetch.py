@@ -28,16 +28,16 @@ from zarr.core.sync import sync
 
 from ._config import zarr_config
 from ._errors import CorruptShardError
-from ._shard import open_shard_arrays
-from ._validate import check_indices, check_indptr
+from ._store._shard import open_shard_arrays
+from ._store._validate import check_indices, check_indptr
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
     from numpy.typing import NDArray
 
-    from ._collection import Collection
     from ._pool import BufferPool
+    from ._store._collection import Collection
 
 __all__ = ["Block", "BlockReader", "RunsIndexer"]
 

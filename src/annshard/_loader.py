@@ -19,12 +19,12 @@ import numpy as np
 
 from ._assemble import EpochStream, block_order, cut_batches
 from ._batch import Batch
-from ._collection import Collection, open_collection
 from ._errors import CorruptShardError
 from ._fetch import Block, BlockReader, ShardRef
 from ._obs import ObsTable
 from ._output import OUTPUTS, Output, convert, convert_dense
-from ._validate import check_shard_metadata
+from ._store._collection import Collection, open_collection
+from ._store._validate import check_shard_metadata
 from ._world import World
 from .samplers import Sampler, SamplerContext, get_sampler
 

@@ -21,7 +21,7 @@ from ._errors import CorruptShardError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ._collection import Collection
+    from ._store._collection import Collection
 
 __all__ = ["ObsTable"]
 

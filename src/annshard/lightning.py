@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import os
     from collections.abc import Sequence
 
-    from annshard._collection import Collection
+    from annshard._store._collection import Collection
 
     PathOrCollection = Collection | str | os.PathLike[str] | Sequence[Collection | str | os.PathLike[str]]
 

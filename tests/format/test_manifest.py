@@ -14,7 +14,7 @@ import pytest
 
 import annshard
 from annshard._errors import CollectionFormatError, CorruptShardError
-from annshard._format import FORMAT_NAME, Manifest
+from annshard._store._manifest import FORMAT_NAME, Manifest
 
 
 @pytest.fixture

@@ -41,7 +41,9 @@ def test_register_in_place(lamin_root, unique_key):
     assert not (lamin_root / "annshard" / unique_key).exists()
     # queryable manifest facts on the meta artifact
     values = record.meta_artifact.features.get_values()
-    assert values["annshard_seed"] == 0 and values["annshard_format_version"] == annshard._format.FORMAT_VERSION
+    assert (
+        values["annshard_seed"] == 0 and values["annshard_format_version"] == annshard._store._manifest.FORMAT_VERSION
+    )
     assert values["annshard_join"] == "inner" and values["annshard_n_obs"] == coll.n_obs
     assert values["annshard_layout"].startswith("csr/")
     assert [f["name"] for f in values["annshard_sources"]["files"]] == ["src0", "src1", "src2"]

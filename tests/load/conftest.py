@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import zarr
 
-from annshard._collection import commit_manifest
-from annshard._format import Manifest, ObsColumn, ShardInfo, SourceInfo, StorageSpec, shard_name
-from annshard._shard import write_shard
+from annshard._store._collection import commit_manifest
+from annshard._store._manifest import Manifest, ObsColumn, ShardInfo, SourceInfo, StorageSpec, shard_name
+from annshard._store._shard import write_shard
 from annshard._synthetic import make_adata
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 import annshard
 from annshard._errors import CollectionFormatError, SourceError
-from annshard._format import Manifest, MatrixSpec, StorageSpec
+from annshard._store._manifest import Manifest, MatrixSpec, StorageSpec
 
 
 def _dense(m) -> np.ndarray:

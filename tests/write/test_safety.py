@@ -14,7 +14,7 @@ import pytest
 import annshard
 from annshard._cli import main
 from annshard._errors import CollectionLockedError, OverwriteRefusedError
-from annshard._lock import LOCK_NAME
+from annshard._store._lock import LOCK_NAME
 from annshard._synthetic import make_adata
 from annshard._write import append_collection, write_collection
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import argparse
 
-    from annshard._collection import Collection
+    from annshard._store._collection import Collection
 
 __all__ = ["add_parser", "describe", "run"]
 

@@ -27,7 +27,7 @@ import numpy as np
 from annshard._errors import SourceError
 
 if TYPE_CHECKING:
-    from annshard._format import StorageSpec
+    from annshard._store._manifest import StorageSpec
 
     from ._sources import Source
 

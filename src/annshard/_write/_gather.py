@@ -4,7 +4,7 @@ A bucket's files are loaded whole (the layout sized buckets to fit the memory
 budget), its rows are permuted by a generator seeded from
 ``(seed, generation, bucket)`` — so buckets are independent of each other and
 of the order they are processed in — and written as one shard with
-:func:`annshard._shard.write_shard`. The bucket's files are deleted as soon as
+:func:`annshard._store._shard.write_shard`. The bucket's files are deleted as soon as
 its shard is written, so temporary disk use shrinks as the pass goes.
 """
 
@@ -19,14 +19,14 @@ import pandas as pd
 import scipy.sparse as sp
 
 from annshard._csr import row_gather
-from annshard._shard import write_shard
+from annshard._store._shard import write_shard
 
 from ._memory import trim
 
 if TYPE_CHECKING:
     import zarr
 
-    from annshard._format import StorageSpec
+    from annshard._store._manifest import StorageSpec
 
     from ._layout import Layout
 

@@ -25,7 +25,7 @@ import numpy as np
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from annshard._format import StorageSpec
+    from annshard._store._manifest import StorageSpec
 
     from ._counts import ValueStats
     from ._matrices import MatrixPlan

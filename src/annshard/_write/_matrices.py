@@ -33,14 +33,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from annshard._errors import SourceError
-from annshard._format import MatrixSpec
+from annshard._store._manifest import MatrixSpec
 
 from ._counts import AUTO, ValueStats, check_counts_dtype, resolve_counts
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from annshard._format import StorageSpec
+    from annshard._store._manifest import StorageSpec
 
     from ._sources import Source
 

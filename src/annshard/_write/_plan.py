@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from annshard._errors import SourceError, VarJoinError
-from annshard._format import ObsColumn
+from annshard._store._manifest import ObsColumn
 
 if TYPE_CHECKING:
     from ._sources import Source

@@ -30,7 +30,7 @@ from ._memory import trim
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from annshard._format import StorageSpec
+    from annshard._store._manifest import StorageSpec
 
     from ._layout import Layout
     from ._matrices import MatrixPlan

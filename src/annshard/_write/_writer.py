@@ -14,7 +14,7 @@ Atomicity
     An append writes its new shards in ``<collection>/.annshard-append-<pid>-<token>``,
     moves them next to the existing shards, then commits the extended manifest
     atomically; readers only ever see shards that the manifest lists. The whole
-    append holds the collection's writer lock (:mod:`annshard._lock`), from
+    append holds the collection's writer lock (:mod:`annshard._store._lock`), from
     before it reads the manifest until after the commit, so appends are
     serialised. Shard directories that the committed manifest does not list (an
     append interrupted between the two steps) are removed by the next append,
@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from annshard._collection import Collection, commit_manifest, is_collection, open_collection
 from annshard._config import zarr_config
 from annshard._errors import CollectionExistsError, CollectionFormatError, OverwriteRefusedError
-from annshard._format import Manifest, ObsColumn, ShardInfo, SourceInfo, StorageSpec, shard_name
-from annshard._lock import LOCK_NAME, collection_lock, pid_alive
+from annshard._store._collection import Collection, commit_manifest, is_collection, open_collection
+from annshard._store._lock import LOCK_NAME, collection_lock, pid_alive
+from annshard._store._manifest import Manifest, ObsColumn, ShardInfo, SourceInfo, StorageSpec, shard_name
 
 from ._counts import AUTO, check_counts_dtype, resolve_counts
 from ._gather import gather_bucket
@@ -395,7 +395,7 @@ def write_collection(
     n_obs_per_shard
         Rows per shard; by default the most that fit the memory budget.
     storage
-        A full :class:`~annshard._format.StorageSpec`, or a dict overriding fields of the automatic
+        A full :class:`~annshard._store._manifest.StorageSpec`, or a dict overriding fields of the automatic
         one: CSR, values in the sources' dtype compressed with lz4, and stored as ``uint16`` counts when
         every value is a whole number in ``[0, 65535]`` (``{"counts_dtype": None}`` opts out; readers see
         the sources' dtype either way); gene indices ``uint16`` when there are fewer than 65536 genes,

@@ -40,9 +40,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from annshard._collection import Collection, commit_manifest, open_collection
 from annshard._errors import AnnshardError, CollectionFormatError, CorruptShardError
-from annshard._format import Manifest
+from annshard._store._collection import Collection, commit_manifest, open_collection
+from annshard._store._manifest import Manifest
 
 from ._instance import default_storage_root, require_instance
 from ._usage import ensure_features, record_use

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._errors import CollectionFormatError, CorruptShardError
+from annshard._errors import CollectionFormatError, CorruptShardError
 
 if TYPE_CHECKING:
     from collections.abc import Callable

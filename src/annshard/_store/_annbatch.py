@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from ._errors import CollectionFormatError
-from ._format import Manifest, ObsColumn, ShardInfo, SourceInfo, StorageSpec
+from annshard._errors import CollectionFormatError
+
+from ._manifest import Manifest, ObsColumn, ShardInfo, SourceInfo, StorageSpec
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -35,7 +36,7 @@ def _categories(col: Path) -> tuple[Any, ...]:
     import anndata as ad
     import zarr
 
-    from ._config import zarr_config
+    from annshard._config import zarr_config
 
     with zarr_config():
         values = ad.io.read_elem(zarr.open_group(col, mode="r")["categories"])

@@ -27,7 +27,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from ._errors import CollectionLockedError
+from annshard._errors import CollectionLockedError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
-    from ._format import MatrixSpec, StorageSpec
+    from ._manifest import MatrixSpec, StorageSpec
 
 __all__ = ["ShardArrays", "open_shard_arrays", "write_shard"]
 

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import zarr
 
-from ._config import zarr_config
-from ._errors import CollectionFormatError
-from ._format import FORMAT_NAME, MANIFEST_KEY, Manifest
+from annshard._config import zarr_config
+from annshard._errors import CollectionFormatError
+
+from ._manifest import FORMAT_NAME, MANIFEST_KEY, Manifest
 from ._validate import check_shard_paths, read_json_file
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
-    from ._format import ObsColumn, ShardInfo, SourceInfo
+    from ._manifest import ObsColumn, ShardInfo, SourceInfo
 
 __all__ = ["Collection", "commit_manifest", "is_collection", "open_collection"]
 
@@ -139,7 +140,7 @@ class Collection:
         -------
         The updated collection (this object is updated too).
         """
-        from ._write import append_collection
+        from annshard._write import append_collection
 
         new = append_collection(self, sources, **kwargs)
         self.manifest = new.manifest

@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._errors import CollectionFormatError
+from annshard._errors import CollectionFormatError
+
 from ._validate import validate_manifest_v1
 
 __all__ = [
