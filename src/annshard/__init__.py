@@ -4,7 +4,8 @@ The public API is small:
 
 - :func:`write_collection` turns ``.h5ad`` / AnnData-zarr files (or in-memory
   AnnData) into one shuffled, sharded zarr collection, out of core;
-- :func:`open_collection` opens one as a :class:`Collection`;
+- :func:`open_collection` opens one as a :class:`Collection` (read-only);
+- :func:`append_collection` adds sources to one as new shards;
 - :class:`Loader` yields minibatches from one or more collections;
 - :mod:`annshard.samplers` holds the sampling strategies;
 - :mod:`annshard.lamin` registers collections in lamindb (needs the ``lamin`` extra).
@@ -31,7 +32,7 @@ from ._store._collection import Collection, open_collection
 
 if TYPE_CHECKING:
     from ._loader import Loader
-    from ._write import write_collection
+    from ._write import append_collection, write_collection
 
 try:
     __version__ = version("annshard")
@@ -50,6 +51,7 @@ __all__ = [
     "SourceError",
     "VarJoinError",
     "__version__",
+    "append_collection",
     "open_collection",
     "samplers",
     "write_collection",
@@ -66,6 +68,10 @@ def __getattr__(name: str) -> Any:
         from ._write import write_collection
 
         return write_collection
+    if name == "append_collection":
+        from ._write import append_collection
+
+        return append_collection
     if name in {"samplers", "lamin", "testing"}:
         import importlib
 

@@ -84,10 +84,12 @@ def make_collection(path: Path, *, sizes=(120, 90, 60), n_vars=40, seed=0, data_
 
 
 def append_to(coll, *, n=70, n_vars=40, data_seed=50):
+    """Append a small source to ``coll``; return the updated collection."""
+    import annshard
     from annshard._synthetic import make_adata
 
     adata = make_adata(n, n_vars, nnz_per_cell=8, seed=data_seed, obs_prefix=f"a{data_seed}")
-    return coll.append({f"extra{data_seed}": adata}, n_obs_per_shard=100)
+    return annshard.append_collection(coll, {f"extra{data_seed}": adata}, n_obs_per_shard=100)
 
 
 def all_rows(loader) -> list[int]:

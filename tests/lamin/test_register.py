@@ -79,7 +79,7 @@ def test_append_makes_new_version_and_keeps_old(lamin_root, tmp_path, unique_key
     v1_dirs = [Path(a.path) for a in v1.ordered_artifacts.all()]
     v1_digests = [_tree_digest(d) for d in v1_dirs]
     n1 = coll.n_obs
-    append_to(coll, n=70)
+    coll = append_to(coll, n=70)
     v2 = register(coll, key=unique_key)
     assert v2.version == "2" and v2.is_latest and v2.stem_uid == v1.stem_uid
     v1 = ln.Collection.get(v1.uid)
@@ -184,7 +184,7 @@ def test_info_key(lamin_root, unique_key):
 
     coll = make_collection(lamin_root / "in-place" / f"{unique_key}.zarr", seed=5)
     register(coll, key=unique_key)
-    append_to(coll, n=30)
+    coll = append_to(coll, n=30)
     register(coll, key=unique_key)
     out = io.StringIO()
     assert info_key(unique_key, out=out) == 0

@@ -138,7 +138,7 @@ def test_failure_of_a_new_version_keeps_the_old_one(lamin_root, outside, unique_
     v1 = register(outside, key=unique_key)
     copy = Path(next(iter(v1.ordered_artifacts.all())).path).parent
     before = _files(lamin_root, skip=".lamindb")
-    append_to(outside, n=70)
+    outside = append_to(outside, n=70)
     _fail_on_collection_save(monkeypatch)
     with pytest.raises(RuntimeError, match="database is locked"):
         register(outside, key=unique_key)

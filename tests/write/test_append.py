@@ -33,8 +33,7 @@ def test_append_adds_shards_and_keeps_earlier_rows(base, tmp_path, roundtrip):
     old_manifest = coll.manifest
     c = make_adata(90, 40, nnz_per_cell=8, seed=5, obs_prefix="c", donor_prefix="cd")
     c.write_h5ad(tmp_path / "c.h5ad")
-    out = coll.append([tmp_path / "c.h5ad"], n_obs_per_shard=50)
-    assert out is coll
+    coll = annshard.append_collection(coll, [tmp_path / "c.h5ad"], n_obs_per_shard=50)
     assert coll.n_obs == 290
     assert len(coll.shards) == len(old_manifest.shards) + 2
     assert coll.shards[: len(old_manifest.shards)] == old_manifest.shards
@@ -58,7 +57,7 @@ def test_append_reindexes_genes(base):
     genes = list(coll.var.index)
     c = make_adata(30, 40, nnz_per_cell=8, seed=9, obs_prefix="c")
     c = ad.AnnData(X=c.X[:, ::-1].tocsr(), obs=c.obs, var=c.var.iloc[::-1])  # same genes, reversed order
-    coll.append({"rev": c})
+    coll = annshard.append_collection(coll, {"rev": c})
     X = ad.read_zarr(coll.shard_path(len(coll.shards) - 1))
     assert list(X.var_names) == genes
     rows = X.obs["source_row"].to_numpy()
@@ -70,7 +69,7 @@ def test_append_inner_requires_all_genes(base):
     coll, _ = base
     c = make_adata(30, 30, nnz_per_cell=5, obs_prefix="c")
     with pytest.raises(VarJoinError, match=r"lacks 10 of the collection's genes.*join='inner'"):
-        coll.append({"c": c})
+        annshard.append_collection(coll, {"c": c})
     assert coll.n_obs == 200
 
 
@@ -79,7 +78,7 @@ def test_append_outer_drops_new_genes_with_warning(tmp_path):
     coll = annshard.write_collection({"a": a}, tmp_path / "c.zarr", join="outer")
     b = make_adata(30, 20, nnz_per_cell=5, obs_prefix="b", gene_offset=5)
     with pytest.warns(UserWarning, match="5 genes are not in the collection and are dropped"):
-        coll.append({"b": b})
+        coll = annshard.append_collection(coll, {"b": b})
     assert coll.n_vars == 20
     X = ad.read_zarr(coll.shard_path(len(coll.shards) - 1))
     rows = X.obs["source_row"].to_numpy()
@@ -93,12 +92,12 @@ def test_append_obs_type_conflict(base):
     c = make_adata(10, 40, nnz_per_cell=5, obs_prefix="c")
     c.obs["n_genes"] = ["many"] * 10
     with pytest.raises(SourceError, match="obs column 'n_genes' has conflicting types"):
-        coll.append({"c": c})
+        annshard.append_collection(coll, {"c": c})
 
 
 def test_append_name_collision_and_same_seed_reproducible(base, tmp_path):
     coll, srcs = base
-    coll.append({"a": make_adata(20, 40, nnz_per_cell=5, obs_prefix="z")})
+    coll = annshard.append_collection(coll, {"a": make_adata(20, 40, nnz_per_cell=5, obs_prefix="z")})
     assert coll.obs_columns["source"].categories == ("a", "b", "a#1")
 
 
@@ -112,7 +111,7 @@ def test_interrupted_append_is_invisible_and_cleaned_up(base, monkeypatch):
 
     monkeypatch.setattr(_writer, "commit_manifest", crash)
     with pytest.raises(RuntimeError, match="simulated"):
-        coll.append({"c": make_adata(30, 40, nnz_per_cell=5, obs_prefix="c")})
+        annshard.append_collection(coll, {"c": make_adata(30, 40, nnz_per_cell=5, obs_prefix="c")})
     again = annshard.open_collection(coll.path)
     assert len(again.shards) == n_before and again.n_obs == 200
     assert sorted(p.name for p in coll.path.iterdir() if p.name.startswith("shard-")) == [s.name for s in again.shards]
@@ -120,7 +119,7 @@ def test_interrupted_append_is_invisible_and_cleaned_up(base, monkeypatch):
     orphan = coll.path / "shard-09999.zarr"
     orphan.mkdir()
     monkeypatch.setattr(_writer, "commit_manifest", real)
-    coll.append({"c": make_adata(30, 40, nnz_per_cell=5, obs_prefix="c")})
+    coll = annshard.append_collection(coll, {"c": make_adata(30, 40, nnz_per_cell=5, obs_prefix="c")})
     assert not orphan.exists()
     assert coll.n_obs == 230
     # only the writer lock file stays (empty: its holder is gone)
@@ -133,7 +132,7 @@ def test_append_dense_collection(tmp_path, roundtrip):
     b = make_adata(20, 10, nnz_per_cell=4, dense=True, obs_prefix="b", seed=3)
     coll = annshard.write_collection({"a": a}, tmp_path / "d.zarr")
     assert coll.manifest.storage.x_format == "dense"
-    coll.append({"b": b})
+    coll = annshard.append_collection(coll, {"b": b})
     roundtrip(coll, {"a": a, "b": b})
     assert pd.Series([s.generation for s in coll.sources]).tolist() == [0, 1]
 
@@ -190,7 +189,7 @@ def test_append_refuses_values_the_cast_would_change(tmp_path, stored, new, matc
         warnings.catch_warnings(),
     ):
         warnings.filterwarnings("ignore", ".*values are rounded from float64", UserWarning)
-        coll.append([src])
+        annshard.append_collection(coll, [src])
     assert _tree(coll.path) == before, "the collection is byte-for-byte unchanged"
     assert annshard.open_collection(coll.path).n_obs == 60
 
@@ -200,7 +199,7 @@ def test_append_whole_floats_into_int_counts_is_exact(tmp_path, read_collection)
     a.X = a.X.astype(np.int64)
     coll = annshard.write_collection({"a": a}, tmp_path / "c.zarr", seed=2)
     b = _with_x(a, a.X.astype(np.float64) * 2)
-    coll.append({"b": b})
+    coll = annshard.append_collection(coll, {"b": b})
     X, obs, _ = read_collection(coll)
     assert X.dtype == np.int64
     sel = (obs["source"] == "b").to_numpy()

@@ -112,12 +112,12 @@ def test_append_to_counts_collection_refuses_non_counts_and_changes_nothing(tmp_
     before = coll.manifest
     normalised = _counts(40, 11, scale=0.37)
     with pytest.raises(SourceError, match=r"'norm'.*not whole numbers.*counts_dtype"):
-        coll.append({"norm": normalised})
+        annshard.append_collection(coll, {"norm": normalised})
     again = annshard.open_collection(coll.path)
     assert again.manifest == before
     assert sorted(p.name for p in coll.path.iterdir() if p.name.startswith("shard-")) == [s.name for s in before.shards]
     more = _counts(40, 12)
-    coll = coll.append({"more": more})
+    coll = annshard.append_collection(coll, {"more": more})
     roundtrip(coll, {"a": a, "more": more})
 
 

@@ -150,7 +150,7 @@ def test_append_supplies_every_layer_and_obsm(layer_sources, tmp_path):
         [layer_sources["a.h5ad"][0]], tmp_path / "c.zarr", layers=["counts", "spliced"], obsm=["X_pca"]
     )
     before = coll.manifest
-    coll = coll.append([layer_sources["d.zarr"][0]])
+    coll = annshard.append_collection(coll, [layer_sources["d.zarr"][0]])
     assert coll.manifest.matrices == before.matrices
     assert len(coll.shards) > len(before.shards)
     check_shards(coll, srcs, ["layers/counts", "layers/spliced", "obsm/X_pca"])
@@ -177,7 +177,7 @@ def test_append_refused_leaves_collection_unchanged(layer_sources, tmp_path, mak
     before = coll.manifest.to_dict()
     files = sorted(p.name for p in coll.path.iterdir())
     with pytest.raises(SourceError, match=match):
-        coll.append([make(layer_sources)])
+        annshard.append_collection(coll, [make(layer_sources)])
     assert annshard.open_collection(coll.path).manifest.to_dict() == before
     assert sorted(p.name for p in coll.path.iterdir()) == files
 
@@ -189,7 +189,7 @@ def test_append_refuses_fractions_into_a_counts_layer(layer_sources, tmp_path):
     a = layer_sources["d.zarr"][1].copy()
     a.layers["counts"] = a.layers["counts"] * 0.5
     with pytest.raises(SourceError, match=r"layers/counts has values that are not whole numbers"):
-        coll.append([a])
+        annshard.append_collection(coll, [a])
     assert annshard.open_collection(coll.path).manifest.to_dict() == before
 
 
@@ -259,8 +259,8 @@ def test_append_refuses_values_an_integer_obsm_would_change(layer_sources, tmp_p
     d = layer_sources["d.zarr"][1].copy()
     d.obsm["ids"] = np.full((d.n_obs, 2), 0.5)
     with pytest.raises(SourceError, match=r"'adata-0'.*obsm/ids"):
-        coll.append([d])
+        annshard.append_collection(coll, [d])
     assert annshard.open_collection(coll.path).manifest.to_dict() == before
     d.obsm["ids"] = np.full((d.n_obs, 2), 7.0)  # whole numbers cast exactly
-    coll = coll.append([d])
+    coll = annshard.append_collection(coll, [d])
     assert coll.n_obs == a.n_obs + d.n_obs

@@ -3,43 +3,39 @@
 Opening a collection reads only its manifest; ``var`` and per-shard arrays are
 read lazily. The manifest is the whole in-memory model of a collection: a
 collection written by annbatch is opened by synthesising a manifest from its
-AnnData children (see :mod:`annshard._annbatch`).
+AnnData children (see :mod:`annshard._store._annbatch`; :mod:`annshard._store._read`
+picks the reader). A collection is changed only by the writer
+(:func:`annshard.write_collection`, :func:`annshard.append_collection`), never
+through this handle.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import shlex
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import zarr
 
 from annshard._config import zarr_config
-from annshard._errors import CollectionFormatError
 
-from ._manifest import FORMAT_NAME, MANIFEST_KEY, Manifest
-from ._validate import check_shard_paths, read_json_file
+from ._atomic import recover_overwrite
+from ._read import read_manifest
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     import pandas as pd
 
-    from ._manifest import ObsColumn, ShardInfo, SourceInfo
+    from ._manifest import Manifest, ObsColumn, ShardInfo, SourceInfo
 
-__all__ = ["Collection", "commit_manifest", "is_collection", "open_collection"]
-
-_OLD = re.compile(r"\.annshard-old-(\d+)-[0-9a-f]+$")
+__all__ = ["Collection", "open_collection"]
 
 
 class Collection:
     """A sharded, globally shuffled AnnData collection on disk.
 
-    Use :func:`annshard.open_collection` or :func:`annshard.write_collection` to get one.
+    Use :func:`annshard.open_collection` or :func:`annshard.write_collection` to get one. The handle is
+    read-only: :func:`annshard.append_collection` adds sources and returns the updated collection.
 
     Parameters
     ----------
@@ -126,27 +122,6 @@ class Collection:
         """Open the zarr group of shard ``i`` (read-only)."""
         return zarr.open_group(self.shard_path(i), mode="r")
 
-    def append(self, sources: Sequence[Any], **kwargs: Any) -> Collection:
-        """Add new sources as new shards, shuffled among themselves; existing shards are not rewritten.
-
-        Parameters
-        ----------
-        sources
-            As for :func:`annshard.write_collection`.
-        **kwargs
-            ``seed``, ``memory_budget``, ``show_progress``, ... as for :func:`annshard.write_collection`.
-
-        Returns
-        -------
-        The updated collection (this object is updated too).
-        """
-        from annshard._write import append_collection
-
-        new = append_collection(self, sources, **kwargs)
-        self.manifest = new.manifest
-        self.__dict__.pop("var", None)
-        return self
-
     def __repr__(self) -> str:
         cats = ", ".join(self.obs_columns)
         return (
@@ -159,80 +134,6 @@ class Collection:
 
     def __hash__(self) -> int:
         return hash(self.path)
-
-
-def _read_manifest_attr(path: Path) -> Any:
-    meta = path / "zarr.json"
-    if not meta.is_file():
-        return None
-    attrs = read_json_file(meta).get("attributes", {})
-    if not isinstance(attrs, dict):
-        msg = f"{meta}: its 'attributes' is a {type(attrs).__name__}, not an object; the collection is damaged, rewrite it"
-        raise CollectionFormatError(msg)
-    return attrs.get(MANIFEST_KEY)
-
-
-def _hidden_old(path: Path) -> list[Path]:
-    """Return the collections an overwrite of ``path`` moved aside (``.<name>.annshard-old-<pid>-<token>``), newest first."""
-    if not path.parent.is_dir():
-        return []
-    found = [p for p in path.parent.glob(f".{path.name}.annshard-old-*") if _OLD.search(p.name)]
-    return sorted(found, key=lambda p: p.stat().st_mtime if p.exists() else 0.0, reverse=True)
-
-
-def _recover_overwrite(path: Path) -> None:
-    """Put back a collection that an overwrite moved aside and never replaced (it crashed between its renames).
-
-    Raises
-    ------
-    FileNotFoundError
-        If the moved-aside collection cannot be put back (its writer is still running, or the rename fails);
-        the message says where it is and the command that restores it.
-    """
-    from ._lock import pid_alive
-
-    for old in _hidden_old(path):
-        m = _OLD.search(old.name)
-        assert m is not None
-        if pid_alive(int(m.group(1))):
-            msg = (
-                f"{path}: no such collection right now: an overwrite (pid {m.group(1)}) is replacing it, and the "
-                f"previous collection is at {old}. Retry in a moment; if that process is stuck, restore the old "
-                f"collection with: mv {shlex.quote(str(old))} {shlex.quote(str(path))}"
-            )
-            raise FileNotFoundError(msg)
-        try:
-            os.rename(old, path)
-        except FileNotFoundError:
-            if path.exists():  # another process restored it first
-                return
-            continue
-        except OSError as e:
-            msg = (
-                f"{path}: no such collection, but an interrupted overwrite left the previous collection at {old} "
-                f"and it cannot be moved back ({e}); restore it with: mv {shlex.quote(str(old))} {shlex.quote(str(path))}"
-            )
-            raise FileNotFoundError(msg) from e
-        return
-
-
-def is_collection(path: Path) -> bool:
-    """Whether ``path`` is a directory marked as an annshard or annbatch collection (its manifest is not checked)."""
-    from ._annbatch import ANNBATCH_ENCODING
-
-    meta = path / "zarr.json"
-    if path.is_symlink() or not meta.is_file():
-        return False
-    try:
-        attrs = read_json_file(meta).get("attributes")
-    except CollectionFormatError:
-        return False
-    if not isinstance(attrs, dict):
-        return False
-    manifest = attrs.get(MANIFEST_KEY)
-    return (isinstance(manifest, dict) and manifest.get("format") == FORMAT_NAME) or attrs.get(
-        "encoding-type"
-    ) == ANNBATCH_ENCODING
 
 
 def open_collection(path: str | os.PathLike[str] | Collection) -> Collection:
@@ -270,44 +171,8 @@ def open_collection(path: str | os.PathLike[str] | Collection) -> Collection:
         return path
     path = Path(path)
     if not path.exists():
-        _recover_overwrite(path)
+        recover_overwrite(path)
     if not path.exists():
         msg = f"{path}: no such collection (the path does not exist)"
         raise FileNotFoundError(msg)
-    raw = _read_manifest_attr(path)
-    if raw is not None:
-        manifest = Manifest.from_dict(raw, where=str(path))
-        check_shard_paths(path, [s.name for s in manifest.shards])
-        return Collection(path, manifest)
-    from ._annbatch import manifest_from_annbatch
-
-    try:
-        manifest = manifest_from_annbatch(path)
-    except (KeyError, TypeError, ValueError, IndexError) as e:
-        if isinstance(e, CollectionFormatError):
-            raise
-        msg = f"{path}: an annbatch collection with malformed metadata ({type(e).__name__}: {e}); it is damaged, rewrite it"
-        raise CollectionFormatError(msg) from e
-    if manifest is not None:
-        check_shard_paths(path, [s.name for s in manifest.shards], annbatch=True)
-        return Collection(path, manifest)
-    msg = (
-        f"{path}: not an annshard collection (no {MANIFEST_KEY!r} manifest in its zarr.json) and not an "
-        "annbatch collection; write one with annshard.write_collection(...) or `annshard convert`"
-    )
-    raise CollectionFormatError(msg)
-
-
-def commit_manifest(path: str | os.PathLike[str], manifest: Manifest) -> None:
-    """Write ``manifest`` into the root group's attributes, atomically.
-
-    The root ``zarr.json`` is replaced with ``os.replace`` so readers see either
-    the old manifest or the new one, never a partial file.
-    """
-    path = Path(path)
-    meta = path / "zarr.json"
-    doc = json.loads(meta.read_text()) if meta.is_file() else {"zarr_format": 3, "node_type": "group"}
-    doc.setdefault("attributes", {})[MANIFEST_KEY] = manifest.to_dict()
-    tmp = path / f".zarr.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(doc, indent=2))
-    os.replace(tmp, meta)
+    return Collection(path, read_manifest(path))

@@ -8,18 +8,19 @@ complete AnnData zarr store.
 Everything written into metadata is a small frozen dataclass with
 ``to_dict`` / ``from_dict`` (the zarr-python habit), and the manifest is read
 by dispatching on its ``format`` and ``format_version``: a reader exists for
-every version ever written.
+every version ever written. How a matrix is laid out (:class:`StorageSpec`, :class:`MatrixSpec`) lives in
+:mod:`annshard._store._spec` and is re-exported here; which reader a directory on disk goes to (this
+manifest's or annbatch's) is decided by :mod:`annshard._store._read`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
-
-import numpy as np
 
 from annshard._errors import CollectionFormatError
 
+from ._spec import MatrixSpec, StorageSpec, from_dict_known
 from ._validate import validate_manifest_v1
 
 __all__ = [
@@ -44,148 +45,6 @@ MANIFEST_KEY = "annshard"
 def shard_name(i: int) -> str:
     """Return the child group name of shard ``i``."""
     return f"shard-{i:05d}.zarr"
-
-
-def _from_dict[T](cls: type[T], d: dict[str, Any]) -> T:
-    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    return cls(**{k: v for k, v in d.items() if k in names})
-
-
-@dataclass(frozen=True)
-class StorageSpec:
-    """How ``X`` is laid out in every shard.
-
-    Chosen by measurement (see ``docs/performance.md``): blosc-lz4 with byte
-    shuffle decodes about twice as fast as zstd on few cores, and ``uint16``
-    gene indices (when ``n_vars < 65536``) decode faster again. Raw counts
-    (whole numbers) are stored in ``counts_dtype`` through zarr's
-    ``numcodecs.fixedscaleoffset`` codec (scale 1, offset 0, bitshuffled):
-    every reader, zarr-python and anndata included, still sees ``data_dtype``
-    values, exactly (an explicit -0.0 reads back as 0.0), while fewer bytes are decoded per value.
-
-    Attributes
-    ----------
-    x_format
-        ``"csr"`` (``X/data``, ``X/indices``, ``X/indptr``) or ``"dense"`` (one 2-D array).
-    data_dtype
-        dtype of the stored values.
-    indices_dtype
-        dtype of the stored gene indices (CSR only).
-    codec
-        blosc compressor name (``"lz4"``, ``"zstd"``) or ``"none"``.
-    clevel
-        blosc compression level.
-    shuffle
-        blosc shuffle mode: ``"shuffle"``, ``"bitshuffle"`` or ``"noshuffle"``.
-    chunk_elems
-        Inner chunk length of the 1-D CSR arrays, in elements: the unit of decoding.
-    shard_elems
-        zarr shard length of the 1-D CSR arrays, in elements: the unit of files on disk.
-    dense_chunk_rows
-        Rows per inner chunk of a dense ``X``.
-    dense_shard_rows
-        Rows per zarr shard of a dense ``X``.
-    indices_codec
-        ``"none"`` stores the CSR gene indices uncompressed; ``None`` compresses them like the
-        values (``codec``). Sorted gene indices compress only ~1.6x, and decoding them was a fifth
-        of the loader's CPU time (measured in ``docs/performance.md``).
-    counts_dtype
-        Unsigned integer type the CSR values are stored as (``"uint16"``, ``"uint8"``), when
-        every value is a whole number in its range (checked while writing); ``None``: values
-        are stored as ``data_dtype``. Writers take ``"auto"``: ``"uint16"`` when the values allow it.
-    """
-
-    x_format: Literal["csr", "dense"] = "csr"
-    data_dtype: str = "float32"
-    indices_dtype: str = "uint16"
-    codec: Literal["lz4", "zstd", "none"] = "lz4"
-    clevel: int = 5
-    shuffle: Literal["shuffle", "bitshuffle", "noshuffle"] = "shuffle"
-    chunk_elems: int = 32768
-    shard_elems: int = 2**24
-    dense_chunk_rows: int = 32
-    dense_shard_rows: int = 4096
-    counts_dtype: str | None = None
-    indices_codec: Literal["none"] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> StorageSpec:
-        """Inverse of :meth:`to_dict`."""
-        return _from_dict(cls, d)
-
-    def compressors(self, *, counts: bool = False, indices: bool = False) -> tuple[Any, ...]:
-        """Return the zarr compressor codecs for this spec (``counts``: values stored as counts; ``indices``: CSR indices)."""
-        if self.codec == "none" or (indices and self.indices_codec == "none"):
-            return ()
-        from zarr.codecs import BloscCodec
-
-        if counts and self.counts_dtype is not None:
-            # small whole numbers: bit planes compress far better than bytes (measured: 39 % smaller, as fast)
-            size = np.dtype(self.counts_dtype).itemsize
-            return (BloscCodec(cname=self.codec, clevel=self.clevel, shuffle="bitshuffle", typesize=size),)
-        return (BloscCodec(cname=self.codec, clevel=self.clevel, shuffle=self.shuffle),)
-
-    def counts_filters(self) -> tuple[Any, ...]:
-        """Return the array-to-array codec storing ``data_dtype`` values as ``counts_dtype`` (none when not counts)."""
-        if self.counts_dtype is None:
-            return ()
-        from zarr.codecs.numcodecs import FixedScaleOffset
-
-        # zarrs reads "u1" but not numpy's "|u1"
-        dtype, astype = (np.dtype(d).str.lstrip("|") for d in (self.data_dtype, self.counts_dtype))
-        return (FixedScaleOffset(offset=0, scale=1, dtype=dtype, astype=astype),)
-
-
-@dataclass(frozen=True)
-class MatrixSpec:
-    """A matrix stored beside ``X`` in every shard, for the same rows: a layer or an obsm array.
-
-    Attributes
-    ----------
-    element
-        Its path in each shard: ``"layers/<name>"`` or ``"obsm/<name>"``.
-    n_cols
-        Columns: the collection's genes for a layer, the array's width for obsm.
-    storage
-        How it is laid out (its own format, value dtype and counts decision); obsm arrays are
-        always dense, chunked along rows.
-    """
-
-    element: str
-    n_cols: int
-    storage: StorageSpec
-
-    def __post_init__(self) -> None:
-        group, _, name = self.element.partition("/")
-        if group not in ("layers", "obsm") or not name or "/" in name:
-            msg = f"matrix element {self.element!r} is not 'layers/<name>' or 'obsm/<name>'"
-            raise CollectionFormatError(msg)
-        if group == "obsm" and self.storage.x_format != "dense":
-            msg = f"matrix element {self.element!r}: obsm arrays are stored dense, not {self.storage.x_format!r}"
-            raise CollectionFormatError(msg)
-
-    @property
-    def group(self) -> Literal["layers", "obsm"]:
-        """``"layers"`` or ``"obsm"``."""
-        return self.element.partition("/")[0]  # type: ignore[return-value]
-
-    @property
-    def name(self) -> str:
-        """The layer's or obsm array's key."""
-        return self.element.partition("/")[2]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form."""
-        return {"element": self.element, "n_cols": self.n_cols, "storage": self.storage.to_dict()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MatrixSpec:
-        """Inverse of :meth:`to_dict`."""
-        return cls(element=str(d["element"]), n_cols=int(d["n_cols"]), storage=StorageSpec.from_dict(d["storage"]))
 
 
 @dataclass(frozen=True)
@@ -216,7 +75,7 @@ class ShardInfo:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ShardInfo:
         """Inverse of :meth:`to_dict`."""
-        return _from_dict(cls, d)
+        return from_dict_known(cls, d)
 
 
 @dataclass(frozen=True)
@@ -256,7 +115,7 @@ class SourceInfo:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SourceInfo:
         """Inverse of :meth:`to_dict`."""
-        return _from_dict(cls, d)
+        return from_dict_known(cls, d)
 
 
 @dataclass(frozen=True)
@@ -294,7 +153,7 @@ class ObsColumn:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ObsColumn:
         """Inverse of :meth:`to_dict`."""
-        obj = _from_dict(cls, d)
+        obj = from_dict_known(cls, d)
         if obj.categories is not None:
             obj = replace(obj, categories=tuple(obj.categories))
         return obj

@@ -24,8 +24,6 @@ Atomicity
 from __future__ import annotations
 
 import os
-import re
-import secrets
 import shutil
 import warnings
 from dataclasses import replace
@@ -36,8 +34,19 @@ import numpy as np
 
 from annshard._config import zarr_config
 from annshard._errors import CollectionExistsError, CollectionFormatError, OverwriteRefusedError
-from annshard._store._collection import Collection, commit_manifest, is_collection, open_collection
-from annshard._store._lock import LOCK_NAME, collection_lock, pid_alive
+from annshard._store._atomic import (
+    append_dir,
+    check_replaceable,
+    cleanup_append,
+    cleanup_stale,
+    commit_manifest,
+    install,
+    move_into_place,
+    scatter_workdir,
+    temp_sibling,
+)
+from annshard._store._collection import Collection, open_collection
+from annshard._store._lock import LOCK_NAME, collection_lock
 from annshard._store._manifest import Manifest, ObsColumn, ShardInfo, SourceInfo, StorageSpec, shard_name
 
 from ._counts import AUTO, check_counts_dtype, resolve_counts
@@ -56,13 +65,10 @@ if TYPE_CHECKING:
 
 __all__ = ["append_collection", "write_collection"]
 
-_STALE = re.compile(r"\.annshard-(tmp|old|append)-(\d+)-[0-9a-f]+$")
 _PAUSE_ENV = "ANNSHARD_TEST_PAUSE_APPEND"
 """Test hook: seconds an append sleeps between reading the manifest and writing (to race two appends)."""
 LOCK_TIMEOUT = 600.0
 """Default seconds a writer waits for another writer of the same collection."""
-
-_pid_alive = pid_alive
 
 
 # -- helpers --------------------------------------------------------------------------------------------------------
@@ -106,44 +112,6 @@ def _check_not_source(path: Path, sources: Any, *, verb: str) -> None:
                 "choose an output path outside every source"
             )
             raise OverwriteRefusedError(msg)
-
-
-def _check_replaceable(path: Path) -> None:
-    """Refuse ``overwrite=True`` of anything but a collection (or an empty directory); nothing is deleted."""
-    if not (path.exists() or path.is_symlink()):
-        return
-    if path.is_dir() and not path.is_symlink() and (is_collection(path) or not any(path.iterdir())):
-        return
-    what = (
-        "a symbolic link"
-        if path.is_symlink()
-        else "a file"
-        if not path.is_dir()
-        else "a non-empty directory that is not an annshard or annbatch collection"
-    )
-    msg = (
-        f"{path}: is {what}; overwrite=True (--overwrite) replaces only a collection (or an empty directory), "
-        "so nothing was deleted. Choose another output path, or remove it yourself if it is really meant to go"
-    )
-    raise OverwriteRefusedError(msg)
-
-
-def _cleanup_stale(path: Path) -> None:
-    """Remove leftovers of interrupted writes to ``path`` whose process is gone."""
-    if not path.parent.is_dir():
-        return
-    for p in path.parent.glob(f".{path.name}.annshard-*"):
-        m = _STALE.search(p.name)
-        if m is None or _pid_alive(int(m.group(2))):
-            continue
-        if m.group(1) == "old" and not path.exists():
-            os.rename(p, path)  # an overwrite died between its two renames: the old collection comes back
-        else:
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def _token() -> str:
-    return f"{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def _progress(show: bool, total: int, desc: str) -> Any:
@@ -329,12 +297,6 @@ def _version() -> str:
     return f"annshard {__version__}"
 
 
-def _workdir(base: Path, tmp_dir: str | os.PathLike[str] | None) -> Path:
-    if tmp_dir is None:
-        return base / ".scatter"
-    return Path(tmp_dir) / f"annshard-scatter-{_token()}"
-
-
 # -- write ----------------------------------------------------------------------------------------------------------
 def write_collection(
     sources: Iterable[Any] | Mapping[str, Any] | Any,
@@ -455,13 +417,13 @@ def write_collection(
         raise ValueError(msg)
     sources = _as_list(sources)
     _check_not_source(path, sources, verb="writing")
-    _cleanup_stale(path)
+    cleanup_stale(path)
     if overwrite:
-        _check_replaceable(path)
+        check_replaceable(path)
     if (path.exists() or path.is_symlink()) and not overwrite:
         msg = (
             f"{path}: already exists; pass overwrite=True (CLI: --overwrite) to replace it, choose another path, "
-            "or add sources to an existing collection with Collection.append(...)"
+            "or add sources to an existing collection with annshard.append_collection(...)"
         )
         raise CollectionExistsError(msg)
     with zarr_config():
@@ -478,9 +440,9 @@ def write_collection(
             matrices = plan_matrices(srcs, layers=layers, obsm=obsm, n_vars=genes.n_vars, x_spec=spec)
             names = [s.name for s in srcs]
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.parent / f".{path.name}.annshard-tmp-{_token()}"
+            tmp = temp_sibling(path)
             tmp.mkdir()
-            workdir = _workdir(tmp, tmp_dir)
+            workdir = scatter_workdir(tmp, tmp_dir)
             try:
                 layout = _layout(
                     srcs,
@@ -513,7 +475,7 @@ def write_collection(
                 )
                 (tmp / LOCK_NAME).touch()  # part of the collection from the start: a later append adds no file
                 commit_manifest(tmp, manifest)
-                _install(tmp, path, overwrite=overwrite, lock_timeout=lock_timeout)
+                install(tmp, path, overwrite=overwrite, lock_timeout=lock_timeout)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 shutil.rmtree(workdir, ignore_errors=True)
@@ -532,40 +494,7 @@ def _notes(sources: list[Source]) -> dict[str, Any]:
     return {"notes": [f"float16 X of {f16} stored as float32 (exact; scipy.sparse has no float16)"]}
 
 
-def _install(tmp: Path, path: Path, *, overwrite: bool, lock_timeout: float = LOCK_TIMEOUT) -> None:
-    if path.exists() or path.is_symlink():
-        if not overwrite:
-            msg = f"{path}: was created while this collection was being written; it is left untouched"
-            raise CollectionExistsError(msg)
-        _check_replaceable(path)  # again: it may have changed while the new collection was written
-        old = path.parent / f".{path.name}.annshard-old-{_token()}"
-        if path.is_dir() and (path / "zarr.json").is_file():
-            # a collection: wait for its writer (an append), so its commit is not lost in the old copy
-            with collection_lock(path, timeout=lock_timeout, what="overwrite"):
-                os.rename(path, old)
-                os.rename(tmp, path)
-        else:  # an empty directory
-            os.rename(path, old)
-            os.rename(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, path)
-
-
 # -- append ---------------------------------------------------------------------------------------------------------
-def _cleanup_append(coll: Collection) -> None:
-    """Remove what interrupted appends left (run under the collection's lock, so no other append is live).
-
-    Only directories that the committed manifest (read under the same lock) does not list are removed.
-    """
-    for p in coll.path.glob(".annshard-append-*"):
-        shutil.rmtree(p, ignore_errors=True)
-    listed = {s.name for s in coll.manifest.shards}
-    for p in coll.path.glob("shard-*.zarr"):
-        if p.name not in listed:
-            shutil.rmtree(p, ignore_errors=True)
-
-
 def _next_shard(m: Manifest) -> int:
     """Return the number of the first new shard: after every listed one (names need not be consecutive)."""
     return 1 + max((int(s.name[len("shard-") : -len(".zarr")]) for s in m.shards), default=-1)
@@ -652,7 +581,7 @@ def append_collection(
     --------
     >>> import annshard
     >>> coll = annshard.open_collection("cells.zarr")  # doctest: +SKIP
-    >>> coll.append(["more.h5ad"])  # doctest: +SKIP
+    >>> coll = annshard.append_collection(coll, ["more.h5ad"])  # doctest: +SKIP
     """
     opened = open_collection(collection if not isinstance(collection, Collection) else collection.path)
     if opened.origin != "annshard":
@@ -698,7 +627,7 @@ def _append_locked(
     budget = parse_bytes(memory_budget)
     generation = 1 + max((s.generation for s in m.shards), default=0)
     generation = max(generation, len(m.appends) + 1)
-    _cleanup_append(coll)
+    cleanup_append(coll)
     if os.environ.get(_PAUSE_ENV):
         import time
 
@@ -718,9 +647,9 @@ def _append_locked(
                     warnings.warn(msg, UserWarning, stacklevel=2)
             new_names = _unique_names([s.name for s in srcs], old_names, generation)
             names = old_names + new_names
-            tmp = coll.path / f".annshard-append-{_token()}"
+            tmp = append_dir(coll.path)
             tmp.mkdir()
-            workdir = _workdir(tmp, tmp_dir)
+            workdir = scatter_workdir(tmp, tmp_dir)
             moved: list[Path] = []
             try:
                 layout = _layout(
@@ -739,7 +668,7 @@ def _append_locked(
                 )
                 shards = _run(layout, tmp, _next_shard(m), show_progress)
                 for sh in shards:
-                    os.rename(tmp / sh.name, coll.path / sh.name)
+                    move_into_place(tmp / sh.name, coll.path / sh.name)
                     moved.append(coll.path / sh.name)
                 by_name = {c.name: c for c in columns}
                 obs_cols = [

@@ -7,7 +7,7 @@ A collection on disk becomes
   collection elsewhere is first copied into the default storage root, under
   ``annshard/<key>/<fingerprint>.zarr``, by annshard itself (so lamindb never
   uploads, which would ask LaminHub over the network). Shards are immutable, so
-  a re-registration after :meth:`annshard.Collection.append` copies only the
+  a re-registration after :func:`annshard.append_collection` copies only the
   new shards and never touches an earlier version's files;
 - a *meta artifact*: a JSON snapshot of the collection's manifest at this
   version (written under ``annshard/manifests/`` in the default storage root),
@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from annshard._errors import AnnshardError, CollectionFormatError, CorruptShardError
-from annshard._store._collection import Collection, commit_manifest, open_collection
+from annshard._store._atomic import commit_manifest, copy_collection, write_atomic
+from annshard._store._collection import Collection, open_collection
 from annshard._store._manifest import Manifest
 
 from ._instance import default_storage_root, require_instance
@@ -159,9 +160,7 @@ class _Undo:
 
     def undo(self) -> None:
         for path, content in self.overwritten.items():
-            tmp = path.with_name(f".{path.name}.restoring-{os.getpid()}")
-            tmp.write_bytes(content)
-            os.replace(tmp, path)
+            write_atomic(path, content)
         for path in reversed(self.created):  # innermost first
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
@@ -201,25 +200,7 @@ def _copy_into(coll: Collection, dest: Path, undo: _Undo) -> Collection:
     Everything created or overwritten is recorded in ``undo``.
     """
     undo.mkdir(dest)
-    for info in coll.shards:
-        target = dest / info.name
-        if target.exists():
-            continue
-        tmp = dest / f".{info.name}.copying-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        undo.will_write(tmp)
-        shutil.copytree(coll.path / info.name, tmp)
-        undo.will_write(target)
-        os.replace(tmp, target)
-    for entry in coll.path.iterdir():
-        if entry.is_file() and entry.name != "zarr.json" and not entry.name.startswith("."):
-            undo.will_write(dest / entry.name)
-            shutil.copy2(entry, dest / entry.name)
-    tmp = dest / f".zarr.json.copying-{os.getpid()}"
-    undo.will_write(tmp)
-    shutil.copy2(coll.path / "zarr.json", tmp)
-    undo.will_write(dest / "zarr.json")
-    os.replace(tmp, dest / "zarr.json")
+    copy_collection(coll.path, dest, [info.name for info in coll.shards], before_write=undo.will_write)
     return open_collection(dest)
 
 
@@ -313,11 +294,8 @@ def _meta_artifact(coll: Collection, key: str, shards: list[Any], sources: list[
     path = root / "annshard" / "manifests" / f"{digest}.json"
     if not path.exists():
         undo.mkdir(path.parent)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        undo.will_write(tmp)
-        tmp.write_text(text)
         undo.will_write(path)
-        os.replace(tmp, path)
+        write_atomic(path, text)
     meta = _save_new(ln.Artifact(path, description=f"annshard manifest of {key}", run=run), run, undo)
     ensure_features(META_FEATURES)
     meta.features.add_values(
