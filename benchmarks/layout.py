@@ -21,7 +21,7 @@ import scipy.sparse as sp
 import zarr
 
 from annshard._config import zarr_config
-from annshard._store._collection import commit_manifest
+from annshard._store._atomic import commit_manifest
 from annshard._store._manifest import Manifest, ObsColumn, ShardInfo, SourceInfo, shard_name
 from annshard._store._shard import write_shard
 

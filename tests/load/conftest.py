@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import zarr
 
-from annshard._store._collection import commit_manifest
+from annshard._store._atomic import commit_manifest
 from annshard._store._manifest import Manifest, ObsColumn, ShardInfo, SourceInfo, StorageSpec, shard_name
 from annshard._store._shard import write_shard
 from annshard._synthetic import make_adata

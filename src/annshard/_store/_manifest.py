@@ -270,7 +270,7 @@ class Manifest:
         ------
         CollectionFormatError
             If the format or version is unknown, or the manifest fails its version's schema check
-            (:func:`annshard._validate.validate_manifest_v1`): a field missing, of the wrong type, out of
+            (:func:`annshard._store._validate.validate_manifest_v1`): a field missing, of the wrong type, out of
             range, not allowed, or a shard name that is not plain or is listed twice.
         """
         if not isinstance(d, dict):
