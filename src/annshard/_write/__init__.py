@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
-from ._writer import append_collection, write_collection
+from ._append import append_collection
+from ._writer import write_collection
 
 __all__ = ["append_collection", "write_collection"]
