@@ -15,7 +15,6 @@ The public API is small:
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from ._errors import (
@@ -29,15 +28,11 @@ from ._errors import (
     VarJoinError,
 )
 from ._store._collection import Collection, open_collection
+from ._version import __version__
 
 if TYPE_CHECKING:
     from ._loader import Loader
     from ._write import append_collection, write_collection
-
-try:
-    __version__ = version("annshard")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
 
 __all__ = [
     "AnnshardError",

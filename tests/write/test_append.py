@@ -12,7 +12,7 @@ import annshard
 from annshard import SourceError, VarJoinError
 from annshard._store._lock import LOCK_NAME
 from annshard._synthetic import make_adata
-from annshard._write import _writer
+from annshard._write import _append
 
 
 def _shard_mtimes(coll):
@@ -104,12 +104,12 @@ def test_append_name_collision_and_same_seed_reproducible(base, tmp_path):
 def test_interrupted_append_is_invisible_and_cleaned_up(base, monkeypatch):
     coll, _ = base
     n_before = len(coll.shards)
-    real = _writer.commit_manifest
+    real = _append.commit_manifest
 
     def crash(path, manifest):
         raise RuntimeError("simulated crash before the manifest")
 
-    monkeypatch.setattr(_writer, "commit_manifest", crash)
+    monkeypatch.setattr(_append, "commit_manifest", crash)
     with pytest.raises(RuntimeError, match="simulated"):
         annshard.append_collection(coll, {"c": make_adata(30, 40, nnz_per_cell=5, obs_prefix="c")})
     again = annshard.open_collection(coll.path)
@@ -118,7 +118,7 @@ def test_interrupted_append_is_invisible_and_cleaned_up(base, monkeypatch):
     # a stale orphan shard (as a killed process would leave) is removed by the next append
     orphan = coll.path / "shard-09999.zarr"
     orphan.mkdir()
-    monkeypatch.setattr(_writer, "commit_manifest", real)
+    monkeypatch.setattr(_append, "commit_manifest", real)
     coll = annshard.append_collection(coll, {"c": make_adata(30, 40, nnz_per_cell=5, obs_prefix="c")})
     assert not orphan.exists()
     assert coll.n_obs == 230

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 import annshard
 from annshard import CollectionExistsError, CollectionFormatError
 from annshard._synthetic import make_adata
-from annshard._write import _writer
+from annshard._write import _gather
 
 
 def _sources(kind: str, adatas, tmp_path, *, dense: bool):
@@ -172,15 +172,15 @@ def test_existing_path_is_refused_then_overwritten(tmp_path, small_sources):
 def test_interrupted_write_leaves_nothing(tmp_path, small_sources, monkeypatch):
     p = tmp_path / "o.zarr"
     calls = []
-    real = _writer.gather_bucket
+    real = _gather.gather_bucket
 
-    def failing(layout, k, root, name, var_from=None):
+    def failing(layout, stored, k, root, name, var_from=None):
         calls.append(k)
         if k == 2:
             raise RuntimeError("simulated crash")
-        return real(layout, k, root, name, var_from)
+        return real(layout, stored, k, root, name, var_from)
 
-    monkeypatch.setattr(_writer, "gather_bucket", failing)
+    monkeypatch.setattr(_gather, "gather_bucket", failing)
     with pytest.raises(RuntimeError, match="simulated"):
         annshard.write_collection(small_sources["paths"], p, n_obs_per_shard=50)
     assert calls == [0, 1, 2]
@@ -195,13 +195,13 @@ def test_killed_write_is_cleaned_up_by_the_next(tmp_path, small_sources):
     p = tmp_path / "o.zarr"
     code = f"""
 import os, annshard
-from annshard._write import _writer
-real = _writer.gather_bucket
-def dying(layout, k, root, name, var_from=None):
+from annshard._write import _gather
+real = _gather.gather_bucket
+def dying(layout, stored, k, root, name, var_from=None):
     if k == 1:
         os._exit(9)
-    return real(layout, k, root, name, var_from)
-_writer.gather_bucket = dying
+    return real(layout, stored, k, root, name, var_from)
+_gather.gather_bucket = dying
 annshard.write_collection({[str(x) for x in small_sources["paths"]]!r}, {str(p)!r}, n_obs_per_shard=50)
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

@@ -27,6 +27,8 @@ import numpy as np
 from annshard._errors import SourceError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from annshard._store._manifest import StorageSpec
 
     from ._sources import Source
@@ -94,7 +96,7 @@ def check_counts_dtype(value: str | None, data_dtype: str, x_format: str) -> str
 
 
 def resolve_counts(
-    spec: StorageSpec, sources: list[Source], stats: list[ValueStats], *, element: str = "X"
+    spec: StorageSpec, sources: Sequence[Source], stats: Sequence[ValueStats], *, element: str = "X"
 ) -> StorageSpec:
     """Return ``spec`` with ``counts_dtype`` decided (``"auto"``) or checked against every source's values.
 

@@ -6,6 +6,11 @@ budget), its rows are permuted by a generator seeded from
 of the order they are processed in — and written as one shard with
 :func:`annshard._store._shard.write_shard`. The bucket's files are deleted as soon as
 its shard is written, so temporary disk use shrinks as the pass goes.
+
+The bucket files are read as the (frozen) :class:`~._layout.Layout` planned
+them; the shards are written as the settled storage says (:class:`~._manifest.Stored`,
+whose counts decisions the scatter pass's value statistics made). The pass returns
+the :class:`~annshard._store._manifest.ShardInfo` of each shard it wrote.
 """
 
 from __future__ import annotations
@@ -19,18 +24,22 @@ import pandas as pd
 import scipy.sparse as sp
 
 from annshard._csr import row_gather
+from annshard._store._manifest import ShardInfo, shard_name
 from annshard._store._shard import write_shard
 
 from ._memory import trim
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import zarr
 
     from annshard._store._manifest import StorageSpec
 
     from ._layout import Layout
+    from ._manifest import Stored
 
-__all__ = ["CSRParts", "decode_strings", "gather_bucket", "load_bucket", "take_rows"]
+__all__ = ["CSRParts", "decode_strings", "gather", "gather_bucket", "load_bucket", "take_rows"]
 
 
 @dataclass
@@ -109,7 +118,7 @@ def _load_matrix(
 
 
 def load_bucket(layout: Layout, k: int) -> tuple[CSRParts | np.ndarray, pd.DataFrame]:
-    """Load bucket ``k`` and permute its rows; returns the shard's ``X`` and ``obs``."""
+    """Load bucket ``k`` (its files as the layout planned them) and permute its rows; returns ``X`` and ``obs``."""
     n = layout.shard_rows[k]
     perm = layout.rng(1, k).permutation(n)
     X = _load_matrix(layout, k, "", layout.spec, layout.genes.n_vars, perm)
@@ -134,7 +143,28 @@ def load_bucket(layout: Layout, k: int) -> tuple[CSRParts | np.ndarray, pd.DataF
     return X, obs
 
 
-def gather_bucket(layout: Layout, k: int, root: zarr.Group, name: str, var_from: str | None = None) -> int:
+def gather(
+    layout: Layout,
+    stored: Stored,
+    root: zarr.Group,
+    *,
+    first_shard: int,
+    progress: Callable[[int], None] | None = None,
+) -> list[ShardInfo]:
+    """Write every bucket of ``layout`` as a shard of ``root``, numbered from ``first_shard``; return their infos."""
+    shards: list[ShardInfo] = []
+    for k, rows in enumerate(layout.shard_rows):
+        name = shard_name(first_shard + k)
+        nnz = gather_bucket(layout, stored, k, root, name, var_from=shards[0].name if shards else None)
+        shards.append(ShardInfo(name=name, n_obs=rows, nnz=nnz, generation=layout.generation))
+        if progress is not None:
+            progress(rows)
+    return shards
+
+
+def gather_bucket(
+    layout: Layout, stored: Stored, k: int, root: zarr.Group, name: str, var_from: str | None = None
+) -> int:
     """Write bucket ``k`` as shard ``name`` of ``root``, delete its files, and return its number of stored values.
 
     ``var_from`` names a shard of ``root`` written before, whose ``var`` is copied.
@@ -143,11 +173,13 @@ def gather_bucket(layout: Layout, k: int, root: zarr.Group, name: str, var_from:
     # the layers and obsm arrays, permuted like X (the same generator, the same rows)
     perm = layout.rng(1, k).permutation(layout.shard_rows[k])
     matrices = [
-        (p.spec, _load_matrix(layout, k, f"m{j}.", p.spec.storage, p.spec.n_cols, perm))
-        for j, p in enumerate(layout.matrices)
+        (spec, _load_matrix(layout, k, f"m{j}.", p.spec.storage, p.spec.n_cols, perm))
+        for j, (p, spec) in enumerate(zip(layout.matrices, stored.matrices, strict=True))
     ]
     src = None if var_from is None else root[var_from]
-    nnz = write_shard(root, name, X=X, obs=obs, var=layout.genes.var, spec=layout.spec, var_from=src, matrices=matrices)
+    nnz = write_shard(
+        root, name, X=X, obs=obs, var=layout.genes.var, spec=stored.storage, var_from=src, matrices=matrices
+    )
     del X, obs, matrices
     for path in layout.workdir.glob(f"{k:05d}.*"):
         os.unlink(path)

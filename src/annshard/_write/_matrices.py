@@ -27,7 +27,7 @@ append):
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,13 +35,14 @@ import numpy as np
 from annshard._errors import SourceError
 from annshard._store._manifest import MatrixSpec
 
-from ._counts import AUTO, ValueStats, check_counts_dtype, resolve_counts
+from ._counts import AUTO, check_counts_dtype, resolve_counts
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
     from annshard._store._manifest import StorageSpec
 
+    from ._counts import ValueStats
     from ._sources import Source
 
 __all__ = ["MatrixPlan", "plan_matrices", "plan_matrices_into", "resolve_matrices"]
@@ -49,20 +50,18 @@ __all__ = ["MatrixPlan", "plan_matrices", "plan_matrices_into", "resolve_matrice
 _OBSM_CHUNK_BYTES = 1 << 15  # target bytes per inner chunk of an obsm array (at least 32 rows)
 
 
-@dataclass
+@dataclass(frozen=True)
 class MatrixPlan:
-    """One layer or obsm array of a write: how it is stored and what the scatter pass saw of its values.
+    """One layer or obsm array of a write: how it is planned to be stored.
 
     Attributes
     ----------
     spec
-        Its manifest entry (``storage.counts_dtype`` may still be ``"auto"`` until :func:`resolve_matrices`).
-    stats
-        Per source, whether its values are whole numbers and their range.
+        Its manifest entry as planned (``storage.counts_dtype`` may still be ``"auto"``, settled by
+        :func:`resolve_matrices` from the values the scatter pass saw).
     """
 
     spec: MatrixSpec
-    stats: list[ValueStats] = field(default_factory=list)
 
     @property
     def element(self) -> str:
@@ -135,7 +134,7 @@ def _plan_layer(sources: list[Source], name: str, x_spec: StorageSpec, n_vars: i
     dtype = _stored_dtype(infos)
     storage = replace(x_spec, x_format=fmt, data_dtype=str(dtype))
     storage = replace(storage, counts_dtype=check_counts_dtype(AUTO, storage.data_dtype, fmt))
-    return MatrixPlan(MatrixSpec(element, n_vars, storage), [ValueStats() for _ in sources])
+    return MatrixPlan(MatrixSpec(element, n_vars, storage))
 
 
 def _obsm_storage(x_spec: StorageSpec, dtype: np.dtype, n_cols: int) -> StorageSpec:
@@ -160,9 +159,7 @@ def _plan_obsm(sources: list[Source], name: str, x_spec: StorageSpec) -> MatrixP
         raise SourceError(msg)
     dtype = _stored_dtype(infos)
     n_cols = widths.pop()
-    return MatrixPlan(
-        MatrixSpec(element, n_cols, _obsm_storage(x_spec, dtype, n_cols)), [ValueStats() for _ in sources]
-    )
+    return MatrixPlan(MatrixSpec(element, n_cols, _obsm_storage(x_spec, dtype, n_cols)))
 
 
 def plan_matrices(
@@ -213,18 +210,24 @@ def plan_matrices_into(sources: list[Source], existing: tuple[MatrixSpec, ...]) 
             if spec.group == "layers" and info.shape[1] != s.n_vars:
                 msg = f"{s.label}: {spec.element}: has {info.shape[1]} columns but var has {s.n_vars} genes; the file is inconsistent"
                 raise SourceError(msg)
-        plans.append(MatrixPlan(spec, [ValueStats() for _ in sources]))
+        plans.append(MatrixPlan(spec))
     return plans
 
 
-def resolve_matrices(plans: list[MatrixPlan], sources: list[Source]) -> None:
-    """Settle each matrix's counts decision from the values the scatter pass saw (in place).
+def resolve_matrices(
+    plans: Sequence[MatrixPlan], sources: Sequence[Source], stats: Sequence[Sequence[ValueStats]]
+) -> tuple[MatrixSpec, ...]:
+    """Return each matrix's manifest entry with its counts decision settled from the values the scatter pass saw.
+
+    ``stats[j][i]`` describes the values of matrix ``j`` in source ``i``.
 
     Raises
     ------
     SourceError
         If an explicit counts dtype (an existing collection's) cannot hold a source's values exactly.
     """
-    for p in plans:
-        storage = resolve_counts(p.spec.storage, sources, p.stats, element=p.element)
-        p.spec = replace(p.spec, storage=storage)
+    out = []
+    for p, st in zip(plans, stats, strict=True):
+        storage = resolve_counts(p.spec.storage, sources, st, element=p.element)
+        out.append(replace(p.spec, storage=storage))
+    return tuple(out)

@@ -13,17 +13,22 @@ from a multivariate hypergeometric over the remaining capacities, and each
 block draws its share of the source's counts the same way, then shuffles the
 labels. The gather pass then permutes each bucket uniformly, so the final
 order is a uniform random permutation of all rows, decided by the seed.
+
+The pass reads the (frozen) :class:`~._layout.Layout` and returns what it
+learned: per source, whether the values of ``X`` and of each layer are whole
+numbers and their range (:class:`Scattered`), from which the storage is settled.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._counts import check_exact
+from ._counts import ValueStats, check_exact
 from ._gather import CSRParts, take_rows
 from ._memory import trim
 
@@ -37,7 +42,24 @@ if TYPE_CHECKING:
     from ._plan import ColumnPlan
     from ._sources import Source
 
-__all__ = ["encode_strings", "reindex_block", "scatter"]
+__all__ = ["Scattered", "encode_strings", "reindex_block", "scatter"]
+
+
+@dataclass(frozen=True)
+class Scattered:
+    """What the scatter pass saw of the values: the inputs of the counts decisions.
+
+    Attributes
+    ----------
+    x
+        Per source, the statistics of ``X``'s values (gathered only when ``X``'s planned storage has a
+        ``counts_dtype`` and ``X`` is CSR; otherwise empty statistics).
+    matrices
+        Per layer or obsm array (in the layout's order), per source, the statistics of its values.
+    """
+
+    x: tuple[ValueStats, ...]
+    matrices: tuple[tuple[ValueStats, ...], ...]
 
 
 def encode_strings(values: np.ndarray) -> tuple[bytes, np.ndarray]:
@@ -128,8 +150,10 @@ def _draw(rng: np.random.Generator, colors: np.ndarray, n: int) -> np.ndarray:
     return rng.multivariate_hypergeometric(colors, n, method="marginals").astype(np.int64)
 
 
-def scatter(layout: Layout, *, progress: Callable[[int], None] | None = None) -> None:
-    """Scatter all sources' rows into the layout's bucket files."""
+def scatter(layout: Layout, *, progress: Callable[[int], None] | None = None) -> Scattered:
+    """Scatter all sources' rows into the layout's bucket files; return the value statistics it gathered."""
+    x_stats = [ValueStats() for _ in layout.sources]
+    m_stats = [[ValueStats() for _ in layout.sources] for _ in layout.matrices]
     rng = layout.rng(0)
     capacity = np.asarray(layout.shard_rows, dtype=np.int64)
     for src in layout.sources:
@@ -145,13 +169,15 @@ def scatter(layout: Layout, *, progress: Callable[[int], None] | None = None) ->
             src_counts -= block_counts
             labels = np.repeat(np.arange(len(capacity), dtype=np.int32), block_counts)
             rng.shuffle(labels)
-            _scatter_block(layout, i, src, readers, start, stop, labels, block_counts)
+            stats = [x_stats[i], *(m[i] for m in m_stats)]
+            _scatter_block(layout, i, src, readers, start, stop, labels, block_counts, stats)
             trim()
             if progress is not None:
                 progress(stop - start)
         assert not src_counts.any(), "every row of a source is assigned"
         src.close()  # drop the file's handle and its caches before the next source
         trim()
+    return Scattered(tuple(x_stats), tuple(tuple(m) for m in m_stats))
 
 
 def _scatter_block(
@@ -163,7 +189,9 @@ def _scatter_block(
     stop: int,
     labels: np.ndarray,
     counts: np.ndarray,
+    stats: list[ValueStats],
 ) -> None:
+    """Scatter rows ``start:stop`` of source ``i``; ``stats``: its value statistics of ``X``, then of each matrix."""
     order = np.argsort(labels, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(counts)])
     block = src.read_x(start, stop)
@@ -174,10 +202,13 @@ def _scatter_block(
     X = reindex_block(block, layout, i)
     del block
     if sp.issparse(X) and layout.spec.counts_dtype is not None:
-        layout.value_stats[i].update(X.data)
+        stats[0].update(X.data)
     X = _permute(X, order, layout.index_dtype)
     # layers and obsm arrays: the same rows, in the same order, into their own bucket files
-    extras = [_read_matrix(layout, plan, src, i, start, stop, order) for plan in layout.matrices]
+    extras = [
+        _read_matrix(layout, plan, src, i, start, stop, order, st)
+        for plan, st in zip(layout.matrices, stats[1:], strict=True)
+    ]
     rows = (np.arange(start, stop, dtype=np.int64))[order]
     names = src.read_obs_names(start, stop)[order]
     obs = [r.read(start, stop)[order] for r in readers]
@@ -206,7 +237,14 @@ def _permute(X: sp.csr_matrix | np.ndarray, order: np.ndarray, index_dtype: np.d
 
 
 def _read_matrix(
-    layout: Layout, plan: MatrixPlan, src: Source, i: int, start: int, stop: int, order: np.ndarray
+    layout: Layout,
+    plan: MatrixPlan,
+    src: Source,
+    i: int,
+    start: int,
+    stop: int,
+    order: np.ndarray,
+    stats: ValueStats,
 ) -> CSRParts | np.ndarray:
     """Rows ``start:stop`` of one layer or obsm array of source ``i``, stored as planned, in ``order``."""
     storage = plan.spec.storage
@@ -222,7 +260,7 @@ def _read_matrix(
         M = block.toarray() if sp.issparse(block) else np.asarray(block)
         M = M.reshape(stop - start, -1).astype(storage.data_dtype, copy=False)
     if storage.counts_dtype is not None:
-        plan.stats[i].update(M.data if sp.issparse(M) else M.ravel())
+        stats.update(M.data if sp.issparse(M) else M.ravel())
     return _permute(M, order, np.dtype(storage.indices_dtype))
 
 

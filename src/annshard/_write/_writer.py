@@ -1,4 +1,4 @@
-"""``write_collection`` and ``append_collection``: plan, scatter, gather, commit.
+"""``write_collection``: plan, scatter, gather, commit (``append_collection`` is in :mod:`._append`).
 
 Atomicity
     A collection is built in a hidden sibling directory
@@ -25,48 +25,40 @@ from __future__ import annotations
 
 import os
 import shutil
-import warnings
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from annshard._config import zarr_config
-from annshard._errors import CollectionExistsError, CollectionFormatError, OverwriteRefusedError
+from annshard._errors import CollectionExistsError, OverwriteRefusedError
 from annshard._store._atomic import (
-    append_dir,
     check_replaceable,
-    cleanup_append,
     cleanup_stale,
     commit_manifest,
     install,
-    move_into_place,
     scatter_workdir,
     temp_sibling,
 )
 from annshard._store._collection import Collection, open_collection
-from annshard._store._lock import LOCK_NAME, collection_lock
-from annshard._store._manifest import Manifest, ObsColumn, ShardInfo, SourceInfo, StorageSpec, shard_name
+from annshard._store._lock import LOCK_NAME
 
-from ._counts import AUTO, check_counts_dtype, resolve_counts
-from ._gather import gather_bucket
-from ._layout import GATHER_FACTOR, SCATTER_FACTOR, Layout, parse_bytes, row_bytes, shard_sizes
-from ._matrices import MatrixPlan, plan_matrices, plan_matrices_into, resolve_matrices
-from ._memory import pin_mmap_threshold
-from ._plan import ColumnPlan, plan_genes, plan_genes_into, plan_obs
-from ._scatter import scatter
-from ._sources import Source, open_sources
+from ._layout import plan_layout
+from ._manifest import check_source_uids, new_manifest
+from ._matrices import plan_matrices
+from ._memory import parse_bytes
+from ._passes import run_passes
+from ._plan import plan_genes, plan_obs
+from ._sources import open_sources
+from ._spec import auto_spec
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from ._plan import GenePlan
+    from annshard._store._spec import StorageSpec
 
-__all__ = ["append_collection", "write_collection"]
+__all__ = ["write_collection"]
 
-_PAUSE_ENV = "ANNSHARD_TEST_PAUSE_APPEND"
-"""Test hook: seconds an append sleeps between reading the manifest and writing (to race two appends)."""
 LOCK_TIMEOUT = 600.0
 """Default seconds a writer waits for another writer of the same collection."""
 
@@ -114,187 +106,11 @@ def _check_not_source(path: Path, sources: Any, *, verb: str) -> None:
             raise OverwriteRefusedError(msg)
 
 
-def _progress(show: bool, total: int, desc: str) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="cells", unit_scale=True, disable=not show, leave=show)
-
-
 def _check_seed(seed: Any) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         msg = f"seed must be a non-negative int, not {seed!r}"
         raise ValueError(msg)
     return int(seed)
-
-
-def _auto_spec(
-    sources: list[Source], n_vars: int, dense: bool | None, storage: StorageSpec | Mapping[str, Any] | None
-) -> StorageSpec:
-    if isinstance(storage, StorageSpec):
-        spec = storage
-    else:
-        if dense is None:
-            dense = all(s.x_format == "dense" for s in sources)
-        dtypes = {s.x_dtype for s in sources}
-        data_dtype = next(iter(dtypes)) if len(dtypes) == 1 else np.result_type(*dtypes)
-        if np.dtype(data_dtype) == np.float16:
-            data_dtype = np.float32  # scipy.sparse has no float16; float32 holds every float16 value exactly
-        spec = StorageSpec(
-            x_format="dense" if dense else "csr",
-            data_dtype=str(np.dtype(data_dtype)),
-            indices_dtype="uint16" if n_vars < 65536 else "int32",
-            counts_dtype=AUTO,
-            indices_codec="none",
-        )
-        if storage:
-            unknown = set(storage) - set(spec.to_dict())
-            if unknown:
-                msg = f"storage has unknown keys {sorted(unknown)}; valid keys: {sorted(spec.to_dict())}"
-                raise ValueError(msg)
-            spec = replace(spec, **dict(storage))
-    if np.dtype(spec.data_dtype) == np.float16:
-        msg = "storage data_dtype float16 is not supported (scipy.sparse has no float16); use 'float32'"
-        raise ValueError(msg)
-    spec = replace(spec, counts_dtype=check_counts_dtype(spec.counts_dtype, spec.data_dtype, spec.x_format))
-    if spec.indices_codec not in (None, "none"):
-        msg = f"storage indices_codec must be 'none' (uncompressed) or None (compressed like the values), not {spec.indices_codec!r}"
-        raise ValueError(msg)
-    idx = np.dtype(spec.indices_dtype)
-    if spec.x_format == "csr" and (idx.kind not in "iu" or np.iinfo(idx).max < n_vars - 1):
-        msg = f"storage indices_dtype {idx} cannot index {n_vars} genes; use 'int32' (or 'uint16' below 65536 genes)"
-        raise ValueError(msg)
-    return spec
-
-
-def _layout(
-    sources: list[Source],
-    genes: GenePlan,
-    columns: list[ColumnPlan],
-    spec: StorageSpec,
-    *,
-    budget: int,
-    n_obs_per_shard: int | None,
-    max_shard_rows: int | None,
-    seed: int,
-    generation: int,
-    source_names: list[str],
-    workdir: Path,
-    matrices: list[MatrixPlan],
-) -> Layout:
-    n_total = sum(s.n_obs for s in sources)
-    nnz_row = sum(s.nnz for s in sources) / n_total
-    n_str = sum(c.kind == "string" for c in columns)
-    dense_vars = genes.n_vars if spec.x_format == "dense" else None
-    rb = row_bytes(
-        nnz_per_row=nnz_row,
-        value_itemsize=np.dtype(spec.data_dtype).itemsize,
-        index_itemsize=np.dtype(spec.indices_dtype).itemsize,
-        dense_vars=dense_vars,
-        n_strings=n_str,
-        n_cols=len(columns),
-        extra=sum(_matrix_row_bytes(m, sources) for m in matrices),
-    )
-    if n_obs_per_shard is not None:
-        if n_obs_per_shard < 1:
-            msg = f"n_obs_per_shard must be >= 1, not {n_obs_per_shard}"
-            raise ValueError(msg)
-        rows = int(n_obs_per_shard)
-    else:
-        rows = max(1, int(budget / GATHER_FACTOR / rb))
-        if max_shard_rows is not None:
-            rows = min(rows, max_shard_rows)
-    block_rows = []
-    for s in sources:
-        # a source block is read in the source's dtypes, then reindexed (int32 indices) and permuted
-        src_rb = row_bytes(
-            nnz_per_row=max(s.nnz / s.n_obs, nnz_row),
-            value_itemsize=max(s.x_dtype.itemsize, np.dtype(spec.data_dtype).itemsize),
-            index_itemsize=8,
-            dense_vars=max(s.n_vars, genes.n_vars) if (s.x_format == "dense" or dense_vars) else None,
-            n_strings=n_str,
-            n_cols=len(columns),
-            extra=sum(_matrix_row_bytes(m, [s], source=True) for m in matrices),
-        )
-        block_rows.append(max(1, int(budget / SCATTER_FACTOR / src_rb)))
-    n_prev = len(source_names) - len(sources)
-    return Layout(
-        sources=sources,
-        genes=genes,
-        columns=columns,
-        spec=spec,
-        shard_rows=shard_sizes(n_total, rows),
-        block_rows=block_rows,
-        seed=seed,
-        generation=generation,
-        source_codes=list(range(n_prev, len(source_names))),
-        source_names=source_names,
-        workdir=workdir,
-        matrices=matrices,
-    )
-
-
-def _matrix_row_bytes(m: MatrixPlan, sources: list[Source], *, source: bool = False) -> float:
-    """Raw bytes per row of one layer or obsm array (in a scatter block with ``source``: as read, int64 indices)."""
-    storage = m.spec.storage
-    infos = [s.matrix_info(m.element) for s in sources]
-    itemsize = max(np.dtype(storage.data_dtype).itemsize, *(np.dtype(i.dtype).itemsize for i in infos))
-    if storage.x_format == "dense":
-        cols = max(m.spec.n_cols, *(i.shape[1] for i in infos)) if source else m.spec.n_cols
-        return float(cols * itemsize)
-    nnz_row = sum(i.nnz for i in infos) / sum(s.n_obs for s in sources)
-    index = 8 if source else np.dtype(storage.indices_dtype).itemsize
-    return nnz_row * (itemsize + index) + 8
-
-
-def _run(layout: Layout, root_path: Path, first_shard: int, show_progress: bool) -> list[ShardInfo]:
-    """Scatter, settle how values are stored (``layout.spec`` is final afterwards), gather the shards."""
-    import zarr
-
-    layout.workdir.mkdir(parents=True, exist_ok=True)
-    if os.environ.get("ANNSHARD_NO_PIN") is None:
-        pin_mmap_threshold()
-    n = sum(layout.shard_rows)
-    with _progress(show_progress, n, "shuffling") as bar:
-        scatter(layout, progress=bar.update)
-    layout.spec = resolve_counts(layout.spec, layout.sources, layout.value_stats)
-    resolve_matrices(layout.matrices, layout.sources)
-    root = zarr.open_group(root_path, mode="a", zarr_format=3)
-    shards = []
-    with _progress(show_progress, n, "writing shards") as bar:
-        for k, rows in enumerate(layout.shard_rows):
-            name = shard_name(first_shard + k)
-            nnz = gather_bucket(layout, k, root, name, var_from=shards[0].name if shards else None)
-            shards.append(ShardInfo(name=name, n_obs=rows, nnz=nnz, generation=layout.generation))
-            bar.update(rows)
-    shutil.rmtree(layout.workdir, ignore_errors=True)
-    return shards
-
-
-def _source_infos(sources: list[Source], names: list[str], generation: int) -> list[SourceInfo]:
-    return [
-        SourceInfo(
-            name=n,
-            n_obs=s.n_obs,
-            path=str(s.path.resolve()) if s.path is not None else None,
-            hash=s.fingerprint(),
-            kind=s.kind,
-            generation=generation,
-        )
-        for s, n in zip(sources, names, strict=True)
-    ]
-
-
-def _source_columns(names: list[str]) -> list[ObsColumn]:
-    return [
-        ColumnPlan("source", "categorical", np.dtype(np.int32), list(names)).obs_column(),
-        ObsColumn("source_row", "numeric", "int64"),
-    ]
-
-
-def _version() -> str:
-    from annshard import __version__
-
-    return f"annshard {__version__}"
 
 
 # -- write ----------------------------------------------------------------------------------------------------------
@@ -318,6 +134,7 @@ def write_collection(
     max_categories: int = 10_000,
     tmp_dir: str | os.PathLike[str] | None = None,
     lock_timeout: float = LOCK_TIMEOUT,
+    source_uids: Mapping[str, str] | None = None,
 ) -> Collection:
     """Write sources into one globally shuffled, sharded collection, out of core.
 
@@ -379,6 +196,8 @@ def write_collection(
         Where the temporary bucket files go (default: inside the collection's temporary directory).
     lock_timeout
         With ``overwrite``: seconds to wait for a writer (an append) of the collection being replaced.
+    source_uids
+        lamindb artifact uid per source name, recorded as the sources' ``uid`` in the manifest.
 
     Returns
     -------
@@ -398,6 +217,8 @@ def write_collection(
         layer or obsm array is missing from a source, or obsm widths differ between sources.
     VarJoinError
         If a source has duplicated var names, or ``join="inner"`` leaves no gene.
+    ValueError
+        If ``source_uids`` names a source that is not among ``sources`` (or a uid is not a non-empty string).
 
     Examples
     --------
@@ -429,6 +250,8 @@ def write_collection(
     with zarr_config():
         srcs = open_sources(sources, layer=layer)
         try:
+            names = [s.name for s in srcs]
+            uids = check_source_uids(source_uids, names)
             genes = plan_genes(srcs, join)
             columns = plan_obs(
                 srcs,
@@ -436,15 +259,14 @@ def write_collection(
                 max_categories=max_categories,
                 obs_conflicts=obs_conflicts,
             )
-            spec = _auto_spec(srcs, genes.n_vars, dense, storage)
+            spec = auto_spec(srcs, genes.n_vars, dense, storage)
             matrices = plan_matrices(srcs, layers=layers, obsm=obsm, n_vars=genes.n_vars, x_spec=spec)
-            names = [s.name for s in srcs]
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = temp_sibling(path)
             tmp.mkdir()
             workdir = scatter_workdir(tmp, tmp_dir)
             try:
-                layout = _layout(
+                layout = plan_layout(
                     srcs,
                     genes,
                     columns,
@@ -458,20 +280,9 @@ def write_collection(
                     workdir=workdir,
                     matrices=matrices,
                 )
-                shards = _run(layout, tmp, 0, show_progress)
-                manifest = Manifest(
-                    n_obs=sum(s.n_obs for s in shards),
-                    n_vars=genes.n_vars,
-                    seed=seed,
-                    join=join,
-                    storage=layout.spec,
-                    shards=tuple(shards),
-                    sources=tuple(_source_infos(srcs, names, 0)),
-                    obs_columns=tuple([c.obs_column() for c in columns] + _source_columns(names)),
-                    layer=layer,
-                    matrices=tuple(p.spec for p in layout.matrices),
-                    created_by=_version(),
-                    extra={"memory_budget": budget, "n_obs_per_shard": max(layout.shard_rows), **_notes(srcs)},
+                written = run_passes(layout, tmp, first_shard=0, show_progress=show_progress)
+                manifest = new_manifest(
+                    layout, written.stored, written.shards, join=join, layer=layer, budget=budget, uids=uids
                 )
                 (tmp / LOCK_NAME).touch()  # part of the collection from the start: a later append adds no file
                 commit_manifest(tmp, manifest)
@@ -484,227 +295,3 @@ def write_collection(
             for s in srcs:
                 s.close()
     return open_collection(path)
-
-
-def _notes(sources: list[Source]) -> dict[str, Any]:
-    """Manifest notes on how values were converted (float16 sources are stored as float32)."""
-    f16 = [s.name for s in sources if s.x_dtype == np.float16]
-    if not f16:
-        return {}
-    return {"notes": [f"float16 X of {f16} stored as float32 (exact; scipy.sparse has no float16)"]}
-
-
-# -- append ---------------------------------------------------------------------------------------------------------
-def _next_shard(m: Manifest) -> int:
-    """Return the number of the first new shard: after every listed one (names need not be consecutive)."""
-    return 1 + max((int(s.name[len("shard-") : -len(".zarr")]) for s in m.shards), default=-1)
-
-
-def _unique_names(new: list[str], existing: list[str], generation: int) -> list[str]:
-    taken = set(existing)
-    out = []
-    for n in new:
-        m = n if n not in taken else f"{n}#{generation}"
-        i = 2
-        while m in taken:
-            m, i = f"{n}#{generation}.{i}", i + 1
-        taken.add(m)
-        out.append(m)
-    return out
-
-
-def _extend_column(old: ObsColumn, plan: ColumnPlan) -> ObsColumn:
-    if old.kind != "categorical":
-        return old
-    new = plan.obs_column()
-    widest = max(np.dtype(old.dtype), np.dtype(new.dtype), key=lambda d: d.itemsize)
-    return replace(old, categories=new.categories, dtype=str(widest))
-
-
-def append_collection(
-    collection: Collection | str | os.PathLike[str],
-    sources: Iterable[Any] | Mapping[str, Any] | Any,
-    *,
-    seed: int | None = None,
-    memory_budget: int | str = "1GB",
-    n_obs_per_shard: int | None = None,
-    show_progress: bool = False,
-    obs_conflicts: Literal["raise", "string"] = "raise",
-    tmp_dir: str | os.PathLike[str] | None = None,
-    lock_timeout: float = LOCK_TIMEOUT,
-) -> Collection:
-    """Add sources to a collection as new shards, shuffled among themselves; existing shards are never rewritten.
-
-    The new sources are reindexed into the collection's gene space. Genes they have that the
-    collection lacks are dropped (with a warning under ``join="outer"``: an append cannot add
-    genes). Under ``join="inner"`` each new source must have every gene of the collection;
-    under ``"outer"`` its missing genes are structural zeros. Every new source must have each
-    layer and obsm array the collection stores (same obsm widths). Categorical obs columns may gain
-    categories (appended to the shared list, so existing codes keep their meaning); obs columns
-    the collection does not have are not stored.
-
-    Parameters
-    ----------
-    collection
-        The collection (or its path).
-    sources
-        As for :func:`write_collection`.
-    seed
-        Shuffle seed of the new shards (default: the collection's seed; the generation number
-        makes each append's stream distinct).
-    memory_budget
-        As for :func:`write_collection`.
-    n_obs_per_shard
-        Rows per new shard; default: as many as fit the budget, at most the largest existing shard.
-    show_progress
-        Show progress bars.
-    obs_conflicts
-        As for :func:`write_collection` (only ``"raise"`` is possible against a numeric column).
-    tmp_dir
-        Where the temporary bucket files go.
-    lock_timeout
-        Seconds to wait while another writer (an append, an overwrite) holds the collection's lock;
-        ``0`` fails at once.
-
-    Returns
-    -------
-    The updated collection.
-
-    Raises
-    ------
-    CollectionLockedError
-        If another writer still holds the lock after ``lock_timeout`` seconds (naming its pid, host and start).
-    OverwriteRefusedError
-        If a source lies inside the collection.
-
-    Examples
-    --------
-    >>> import annshard
-    >>> coll = annshard.open_collection("cells.zarr")  # doctest: +SKIP
-    >>> coll = annshard.append_collection(coll, ["more.h5ad"])  # doctest: +SKIP
-    """
-    opened = open_collection(collection if not isinstance(collection, Collection) else collection.path)
-    if opened.origin != "annshard":
-        msg = f"{opened.path}: was written by {opened.origin}; annshard appends only to its own collections"
-        raise CollectionFormatError(msg)
-    path = opened.path
-    sources = _as_list(sources)
-    for src in _source_paths(sources):
-        if path.resolve() == src or path.resolve() in src.parents:
-            msg = f"{path}: the source {src} lies inside the collection; copy it out first (nothing was changed)"
-            raise OverwriteRefusedError(msg)
-    with collection_lock(path, timeout=lock_timeout, what="append"):
-        return _append_locked(
-            path,
-            sources,
-            seed=seed,
-            memory_budget=memory_budget,
-            n_obs_per_shard=n_obs_per_shard,
-            show_progress=show_progress,
-            obs_conflicts=obs_conflicts,
-            tmp_dir=tmp_dir,
-        )
-
-
-def _append_locked(
-    path: Path,
-    sources: Any,
-    *,
-    seed: int | None,
-    memory_budget: int | str,
-    n_obs_per_shard: int | None,
-    show_progress: bool,
-    obs_conflicts: Literal["raise", "string"],
-    tmp_dir: str | os.PathLike[str] | None,
-) -> Collection:
-    """Append, under the collection's lock: the manifest read here is the committed one."""
-    coll = open_collection(path)
-    if coll.origin != "annshard":
-        msg = f"{coll.path}: was written by {coll.origin}; annshard appends only to its own collections"
-        raise CollectionFormatError(msg)
-    m = coll.manifest
-    seed = m.seed if seed is None else _check_seed(seed)
-    budget = parse_bytes(memory_budget)
-    generation = 1 + max((s.generation for s in m.shards), default=0)
-    generation = max(generation, len(m.appends) + 1)
-    cleanup_append(coll)
-    if os.environ.get(_PAUSE_ENV):
-        import time
-
-        time.sleep(float(os.environ[_PAUSE_ENV]))
-    old_names = [s.name for s in m.sources]
-    with zarr_config():
-        var = coll.var
-        srcs = open_sources(sources, layer=m.layer)
-        try:
-            genes = plan_genes_into(srcs, var, m.join)
-            columns = plan_obs(srcs, None, obs_conflicts=obs_conflicts, existing=m.obs_columns)
-            matrices = plan_matrices_into(srcs, m.matrices)
-            for s in srcs:  # other unsafe casts are checked value by value before the cast (refused if lossy)
-                stored = np.dtype(m.storage.data_dtype)
-                if s.x_dtype.kind == "f" and stored.kind == "f" and not np.can_cast(s.x_dtype, stored, "safe"):
-                    msg = f"{s.label}: values are rounded from {s.x_dtype} to the collection's {stored}"
-                    warnings.warn(msg, UserWarning, stacklevel=2)
-            new_names = _unique_names([s.name for s in srcs], old_names, generation)
-            names = old_names + new_names
-            tmp = append_dir(coll.path)
-            tmp.mkdir()
-            workdir = scatter_workdir(tmp, tmp_dir)
-            moved: list[Path] = []
-            try:
-                layout = _layout(
-                    srcs,
-                    genes,
-                    columns,
-                    m.storage,
-                    budget=budget,
-                    n_obs_per_shard=n_obs_per_shard,
-                    max_shard_rows=max((s.n_obs for s in m.shards), default=None),
-                    seed=seed,
-                    generation=generation,
-                    source_names=names,
-                    workdir=workdir,
-                    matrices=matrices,
-                )
-                shards = _run(layout, tmp, _next_shard(m), show_progress)
-                for sh in shards:
-                    move_into_place(tmp / sh.name, coll.path / sh.name)
-                    moved.append(coll.path / sh.name)
-                by_name = {c.name: c for c in columns}
-                obs_cols = [
-                    _extend_column(c, by_name[c.name]) if c.name in by_name else c
-                    for c in m.obs_columns
-                    if c.name != "source"
-                ]
-                src_col = _source_columns(names)[0]
-                obs_cols.insert([c.name for c in m.obs_columns].index("source"), src_col)
-                new = replace(
-                    m,
-                    n_obs=m.n_obs + sum(s.n_obs for s in shards),
-                    shards=(*m.shards, *shards),
-                    sources=(*m.sources, *_source_infos(srcs, new_names, generation)),
-                    obs_columns=tuple(obs_cols),
-                    appends=(
-                        *m.appends,
-                        {
-                            "generation": generation,
-                            "seed": seed,
-                            "n_shards": len(shards),
-                            "n_obs": sum(s.n_obs for s in shards),
-                            "sources": new_names,
-                            "created_by": _version(),
-                        },
-                    ),
-                )
-                commit_manifest(coll.path, new)
-            except BaseException:
-                for p in moved:
-                    shutil.rmtree(p, ignore_errors=True)
-                raise
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-                shutil.rmtree(workdir, ignore_errors=True)
-        finally:
-            for s in srcs:
-                s.close()
-    return Collection(coll.path, new)

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from annshard._errors import AnnshardError, CollectionFormatError, CorruptShardError
-from annshard._store._atomic import commit_manifest, copy_collection, write_atomic
+from annshard._store._atomic import copy_collection, write_atomic
 from annshard._store._collection import Collection, open_collection
 from annshard._store._manifest import Manifest
 
@@ -530,14 +530,9 @@ def write_and_register(
             msg = "the default storage is not local: pass `path`"
             raise AnnshardError(msg)
         path = root / "annshard" / f"{key}.zarr"
-    coll = write_collection(inputs, path, **write_kwargs)
     # the manifest records which sources were lamindb artifacts (SourceInfo.uid)
-    tagged = tuple(
-        replace(s, uid=artifacts[s.name].uid) if s.name in artifacts and s.uid is None else s for s in coll.sources
-    )
-    if tagged != coll.sources:
-        commit_manifest(coll.path, replace(coll.manifest, sources=tagged))
-        coll = open_collection(coll.path)
+    uids = {name: art.uid for name, art in artifacts.items()}
+    coll = write_collection(inputs, path, source_uids=uids, **write_kwargs)
     return register(coll, key=key, description=description, sources=list(artifacts.values()))
 
 
