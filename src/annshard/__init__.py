@@ -14,7 +14,6 @@ The public API is small:
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from ._collection import Collection, open_collection
@@ -28,15 +27,11 @@ from ._errors import (
     SourceError,
     VarJoinError,
 )
+from ._version import __version__
 
 if TYPE_CHECKING:
     from ._loader import Loader
     from ._write import write_collection
-
-try:
-    __version__ = version("annshard")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
 
 __all__ = [
     "AnnshardError",
