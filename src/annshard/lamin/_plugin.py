@@ -19,14 +19,15 @@ be circular), so :func:`install` does two cheap things:
    modules from ``sys.modules`` and imports them afresh; the finder patches the
    new class too, so ``.loader()`` survives switching instances.
 
-Nothing here imports lamindb, torch or the rest of annshard.
+Importing this module imports nothing of lamindb, torch or the rest of annshard
+(the ``loader`` method imports the loading code when it is called).
 
 Where the plugin is installed, and why there
 --------------------------------------------
 The ``loader`` method calls :func:`annshard.lamin.load_collection`, so this
-module depends on the loading code (:mod:`~annshard.lamin._open`, and through
-it :mod:`~annshard.lamin._instance`). Nothing below it may therefore install the
-plugin: ``require_instance()`` used to, which made the import cycle
+module sits above the loading code in the import graph (:mod:`~annshard.lamin._open`,
+and through it :mod:`~annshard.lamin._instance`). Nothing that the loading code
+imports may therefore install the plugin: ``require_instance()`` used to, which made the import cycle
 ``_instance -> _plugin -> _register -> _instance``. The plugin is installed in
 two places above the loading code, and nowhere else:
 
