@@ -11,7 +11,7 @@ import annshard
 from annshard._cli import main
 from annshard._errors import AnnshardError
 from annshard.lamin import InvalidKeyError, register, write_and_register
-from annshard.lamin._register import check_key
+from annshard.lamin._errors import check_key
 
 from .conftest import ANNDATA_PANDAS_WARNING, append_to, make_collection
 

@@ -15,7 +15,19 @@ Everything works offline: see :mod:`annshard.lamin._offline`.
 
 This package imports lamindb only when one of its functions is called, because
 lamindb-setup imports :mod:`annshard.lamin._plugin` while lamindb itself is
-still being imported.
+still being imported. Importing it installs the finder that adds ``.loader()``
+to ``ln.Collection`` (standard library only); the entry point does the same on
+``import lamindb_setup``. Why there and nowhere else: :mod:`annshard.lamin._plugin`.
+
+Modules, one concept each: :mod:`~annshard.lamin._register` (runs, versions,
+``register``, ``write_and_register``), :mod:`~annshard.lamin._storage` (in place or
+copied into the storage root), :mod:`~annshard.lamin._snapshot` (the manifest
+snapshot and its features), :mod:`~annshard.lamin._undo` (taking back a failed
+registration), :mod:`~annshard.lamin._open` (loading back),
+:mod:`~annshard.lamin._find` (queries), :mod:`~annshard.lamin._errors` (errors,
+key checks), :mod:`~annshard.lamin._usage` (use on the active run),
+:mod:`~annshard.lamin._instance`, :mod:`~annshard.lamin._offline`,
+:mod:`~annshard.lamin._plugin`, :mod:`~annshard.lamin._cli`.
 """
 
 from __future__ import annotations
@@ -23,17 +35,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from . import _plugin
+
 if TYPE_CHECKING:
+    from ._errors import InvalidKeyError, NotAnnshardCollectionError
+    from ._find import find_collections
     from ._instance import NoInstanceError, ensure_local_instance
-    from ._register import (
-        InvalidKeyError,
-        NotAnnshardCollectionError,
-        find_collections,
-        load_collection,
-        open_registered,
-        register,
-        write_and_register,
-    )
+    from ._open import load_collection, open_registered
+    from ._register import register, write_and_register
     from ._usage import NoRunWarning
 
 __all__ = [
@@ -53,11 +62,11 @@ _WHERE = {
     "NoInstanceError": "_instance",
     "ensure_local_instance": "_instance",
     "NoRunWarning": "_usage",
-    "InvalidKeyError": "_register",
-    "NotAnnshardCollectionError": "_register",
-    "find_collections": "_register",
-    "load_collection": "_register",
-    "open_registered": "_register",
+    "InvalidKeyError": "_errors",
+    "NotAnnshardCollectionError": "_errors",
+    "find_collections": "_find",
+    "load_collection": "_open",
+    "open_registered": "_open",
     "register": "_register",
     "write_and_register": "_register",
 }
@@ -73,3 +82,6 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+_plugin.install_finder()  # see annshard.lamin._plugin: where the plugin is installed, and why there

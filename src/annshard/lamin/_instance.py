@@ -30,9 +30,9 @@ def require_instance() -> Any:
     """
     import lamindb_setup as ln_setup
 
-    from ._plugin import install
+    from ._offline import patch_is_on_hub
 
-    install()  # a no-op when lamindb-setup already ran the plugin
+    patch_is_on_hub()  # a no-op when lamindb-setup already ran the plugin (see annshard.lamin._plugin)
     if not ln_setup.settings.is_configured:
         settings_dir = ln_setup.settings.settings_dir
         msg = f"no lamindb instance is configured (settings in {settings_dir}); {_HOW}"
@@ -70,9 +70,9 @@ def ensure_local_instance(storage: str | os.PathLike[str], *, name: str | None =
     """
     import lamindb_setup as ln_setup
 
-    from ._plugin import install
+    from ._offline import patch_is_on_hub
 
-    install()
+    patch_is_on_hub()
     storage = Path(storage).resolve()
     name = name or storage.name
     if ln_setup.settings.is_configured:

@@ -19,7 +19,32 @@ be circular), so :func:`install` does two cheap things:
    modules from ``sys.modules`` and imports them afresh; the finder patches the
    new class too, so ``.loader()`` survives switching instances.
 
-Nothing here imports lamindb, torch or the rest of annshard.
+Importing this module imports nothing of lamindb, torch or the rest of annshard
+(the ``loader`` method imports the loading code when it is called).
+
+Where the plugin is installed, and why there
+--------------------------------------------
+The ``loader`` method calls :func:`annshard.lamin.load_collection`, so this
+module sits above the loading code in the import graph (:mod:`~annshard.lamin._open`,
+and through it :mod:`~annshard.lamin._instance`). Nothing that the loading code
+imports may therefore install the plugin: ``require_instance()`` used to, which made the import cycle
+``_instance -> _plugin -> _register -> _instance``. The plugin is installed in
+two places above the loading code, and nowhere else:
+
+1. the entry point, :func:`install` (offline patch and finder), on
+   ``import lamindb_setup``; this is what puts ``.loader()`` on
+   ``ln.Collection`` with no annshard import;
+2. the import of the package :mod:`annshard.lamin`, which runs
+   :func:`install_finder` (the finder alone: standard library only, so the
+   package import stays light and imports neither lamindb nor lamindb-setup).
+   Every public function lives in a submodule, so the finder is in place before
+   any of them runs, also where the entry point is missing (a source tree on
+   ``PYTHONPATH``).
+
+The offline patch, the other half of :func:`install`, is a leaf
+(:mod:`annshard.lamin._offline` imports nothing of annshard), so
+``require_instance()`` and ``ensure_local_instance()`` apply it directly before
+lamindb-setup can ask the hub.
 """
 
 from __future__ import annotations
@@ -35,7 +60,7 @@ if TYPE_CHECKING:
 
     from annshard._loader import Loader
 
-__all__ = ["install", "patch_collection_class"]
+__all__ = ["install", "install_finder", "patch_collection_class"]
 
 TARGET = "lamindb.models.collection"
 _MARK = "__annshard_plugin__"
@@ -67,7 +92,7 @@ def loader(self: Any, *, version: str | None = None, **loader_kwargs: Any) -> Lo
     >>> for batch in loader:  # doctest: +SKIP
     ...     pass
     """
-    from ._register import load_collection
+    from ._open import load_collection
 
     return load_collection(self, version=version, **loader_kwargs)
 
@@ -124,13 +149,21 @@ class _CollectionModuleFinder(importlib.abc.MetaPathFinder):
         return spec
 
 
-def install() -> None:
-    """Entry point of the ``lamindb_setup.on_import`` group; see the module docstring."""
-    from ._offline import patch_is_on_hub
+def install_finder() -> None:
+    """Put ``.loader()`` on lamindb's ``Collection``, now if it is imported and each time it is (idempotent).
 
-    patch_is_on_hub()
+    Imports nothing: run by ``import annshard.lamin`` (see the module docstring).
+    """
     if not any(isinstance(f, _CollectionModuleFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _CollectionModuleFinder())
     module = sys.modules.get(TARGET)
     if module is not None:
         _patch_module(module)
+
+
+def install() -> None:
+    """Entry point of the ``lamindb_setup.on_import`` group; see the module docstring."""
+    from ._offline import patch_is_on_hub
+
+    patch_is_on_hub()
+    install_finder()

@@ -1,0 +1,91 @@
+"""Where a registered collection's shards are stored: in place, or copied into the default storage root.
+
+A collection that lies inside a local storage root of the instance is registered
+**in place**: each shard (an AnnData zarr store) becomes an ``ln.Artifact`` of
+its own files. A collection elsewhere is first copied into the default storage
+root, under ``annshard/<key>/<fingerprint>.zarr``, by annshard itself (so
+lamindb never uploads, which would ask LaminHub over the network). The
+fingerprint (seed, genes, first-generation shards) stays the same across
+appends, and shards are immutable, so a re-registration after
+:func:`annshard.append_collection` copies only the new shards and never touches
+an earlier version's files. The copy's destination must resolve inside
+``<storage root>/annshard/`` (a symlink cannot lead it out).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from annshard._errors import AnnshardError
+from annshard._store._atomic import copy_collection
+from annshard._store._collection import open_collection
+
+from ._errors import InvalidKeyError
+from ._instance import default_storage_root
+
+if TYPE_CHECKING:
+    from annshard._store._collection import Collection
+
+    from ._undo import _Undo
+
+__all__ = ["_local_path", "_place_in_storage"]
+
+
+def _local_path(artifact: Any) -> Path:
+    path = artifact.path
+    if getattr(path, "protocol", "file") in {"file", "local", ""}:
+        return Path(os.fspath(path))
+    return Path(os.fspath(artifact.cache()))  # pragma: no cover - cloud storage
+
+
+def _storage_roots() -> list[Path]:
+    import lamindb as ln
+
+    roots = []
+    for root in ln.Storage.filter().values_list("root", flat=True):
+        if "://" not in root or root.startswith("file://"):
+            roots.append(Path(root.removeprefix("file://")).resolve())
+    return roots
+
+
+def _fingerprint(coll: Collection) -> str:
+    """Identify a collection across appends: seed, genes and its first-generation shards."""
+    m = coll.manifest
+    first = [s.to_dict() for s in m.shards if s.generation == 0]
+    doc = {"seed": m.seed, "n_vars": m.n_vars, "join": m.join, "storage": m.storage.to_dict(), "shards": first}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _copy_into(coll: Collection, dest: Path, undo: _Undo) -> Collection:
+    """Copy ``coll`` into ``dest``: missing shards only (shards are immutable), then the manifest last.
+
+    Everything created or overwritten is recorded in ``undo``.
+    """
+    undo.mkdir(dest)
+    copy_collection(coll.path, dest, [info.name for info in coll.shards], before_write=undo.will_write)
+    return open_collection(dest)
+
+
+def _place_in_storage(coll: Collection, key: str, undo: _Undo) -> Collection:
+    path = coll.path.resolve()
+    for root in _storage_roots():
+        if path.is_relative_to(root):
+            return coll
+    root = default_storage_root()
+    if root is None:
+        msg = (
+            f"{coll.path}: the collection is outside every local storage root of the lamindb instance and the default "
+            "storage is not local; write the collection inside a storage root (e.g. "
+            "annshard.write_collection(..., ln.settings.storage.root / 'my.zarr')) and register it there"
+        )
+        raise AnnshardError(msg)
+    dest = root / "annshard" / key / f"{_fingerprint(coll)}.zarr"
+    # the key was checked (check_key); a symlink inside the storage root may still lead elsewhere
+    if not dest.resolve().is_relative_to((root / "annshard").resolve()):
+        msg = f"lamindb key {key!r}: the copy would go to {dest.resolve()}, outside {root / 'annshard'} (a symlink?); use another key"
+        raise InvalidKeyError(msg)
+    return _copy_into(coll, dest, undo)
