@@ -9,7 +9,7 @@ import pytest
 
 import annshard
 from annshard._cli import main
-from annshard._synthetic import make_adata
+from annshard.testing import make_adata
 
 
 @pytest.fixture(scope="module")

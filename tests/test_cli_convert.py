@@ -4,7 +4,7 @@ import pytest
 
 import annshard
 from annshard._cli import main
-from annshard._synthetic import write_h5ads
+from annshard.testing import write_h5ads
 
 pytestmark = pytest.mark.filterwarnings(
     # anndata 0.13 sets pandas' deprecated "future.infer_string" option when it writes strings to .h5ad

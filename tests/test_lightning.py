@@ -7,7 +7,7 @@ import warnings
 import pytest
 
 import annshard
-from annshard._synthetic import make_adata
+from annshard.testing import make_adata
 
 torch = pytest.importorskip("torch")
 pl = pytest.importorskip("lightning.pytorch")

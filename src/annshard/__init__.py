@@ -5,8 +5,13 @@ The public API is small:
 - :func:`write_collection` turns ``.h5ad`` / AnnData-zarr files (or in-memory
   AnnData) into one shuffled, sharded zarr collection, out of core;
 - :func:`open_collection` opens one as a :class:`Collection`;
-- :class:`Loader` yields minibatches from one or more collections;
+- :class:`Loader` yields minibatches (:class:`Batch`) from one or more collections;
+- the types a user receives: the manifest (:class:`Manifest`, :class:`StorageSpec`,
+  :class:`ShardInfo`, :class:`SourceInfo`, :class:`ObsColumn`, :class:`MatrixSpec`),
+  a process's place among ranks and workers (:class:`World`) and an epoch's plan
+  (:class:`EpochStream`);
 - :mod:`annshard.samplers` holds the sampling strategies;
+- :mod:`annshard.testing` holds synthetic data generators and conformance checks;
 - :mod:`annshard.lamin` registers collections in lamindb (needs the ``lamin`` extra).
 
 ``import annshard`` never imports torch, cupy or lamindb.
@@ -14,6 +19,7 @@ The public API is small:
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
@@ -28,9 +34,13 @@ from ._errors import (
     SourceError,
     VarJoinError,
 )
+from ._format import Manifest, MatrixSpec, ObsColumn, ShardInfo, SourceInfo, StorageSpec
 
 if TYPE_CHECKING:
+    from ._assemble import EpochStream
+    from ._batch import Batch
     from ._loader import Loader
+    from ._world import World
     from ._write import write_collection
 
 try:
@@ -40,35 +50,49 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "AnnshardError",
+    "Batch",
     "Collection",
     "CollectionExistsError",
     "CollectionFormatError",
     "CollectionLockedError",
     "CorruptShardError",
+    "EpochStream",
     "Loader",
+    "Manifest",
+    "MatrixSpec",
+    "ObsColumn",
     "OverwriteRefusedError",
+    "ShardInfo",
     "SourceError",
+    "SourceInfo",
+    "StorageSpec",
     "VarJoinError",
+    "World",
     "__version__",
     "open_collection",
     "samplers",
     "write_collection",
 ]
 
+_LAZY = {
+    "Batch": "._batch",
+    "EpochStream": "._assemble",
+    "Loader": "._loader",
+    "World": "._world",
+    "write_collection": "._write",
+}
+"""Public names resolved on first use (the loader's and writer's modules), so that importing the package stays cheap."""
+
 
 def __getattr__(name: str) -> Any:
-    # resolved lazily so that importing the package stays cheap
-    if name == "Loader":
-        from ._loader import Loader
-
-        return Loader
-    if name == "write_collection":
-        from ._write import write_collection
-
-        return write_collection
+    module = _LAZY.get(name)
+    if module is not None:
+        return getattr(importlib.import_module(module, __name__), name)
     if name in {"samplers", "lamin", "testing"}:
-        import importlib
-
         return importlib.import_module(f"{__name__}.{name}")
     msg = f"module {__name__!r} has no attribute {name!r}"
     raise AttributeError(msg)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

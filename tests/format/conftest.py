@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from annshard._synthetic import make_adata
+from annshard.testing import make_adata
 from annshard._write import write_collection
 
 

@@ -74,7 +74,7 @@ def subprocess_env(lamin_root) -> dict[str, str]:
 def make_collection(path: Path, *, sizes=(120, 90, 60), n_vars=40, seed=0, data_seed=0, n_obs_per_shard=100):
     """A small collection written by annshard from in-memory AnnData."""
     import annshard
-    from annshard._synthetic import make_adata
+    from annshard.testing import make_adata
 
     sources = {
         f"src{i}": make_adata(n, n_vars, nnz_per_cell=8, seed=data_seed + i, obs_prefix=f"s{data_seed + i}")
@@ -84,7 +84,7 @@ def make_collection(path: Path, *, sizes=(120, 90, 60), n_vars=40, seed=0, data_
 
 
 def append_to(coll, *, n=70, n_vars=40, data_seed=50):
-    from annshard._synthetic import make_adata
+    from annshard.testing import make_adata
 
     adata = make_adata(n, n_vars, nnz_per_cell=8, seed=data_seed, obs_prefix=f"a{data_seed}")
     return coll.append({f"extra{data_seed}": adata}, n_obs_per_shard=100)

@@ -81,7 +81,7 @@ def test_absolute_key_in_reach_writes_nothing_there(lamin_root, tmp_path, outsid
 
 
 def test_write_and_register_checks_the_key_before_writing(lamin_root, tmp_path_factory):
-    from annshard._synthetic import make_adata
+    from annshard.testing import make_adata
 
     base = tmp_path_factory.getbasetemp()
     before, counts = _files(base), _counts()

@@ -15,7 +15,7 @@ import zarr
 from annshard._collection import commit_manifest
 from annshard._format import Manifest, ObsColumn, ShardInfo, SourceInfo, StorageSpec, shard_name
 from annshard._shard import write_shard
-from annshard._synthetic import make_adata
+from annshard.testing import make_adata
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from annshard._synthetic import make_adata
+from annshard.testing import make_adata
 
 
 def read_all(coll) -> tuple[np.ndarray, pd.DataFrame, list[ad.AnnData]]:

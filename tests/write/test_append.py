@@ -11,7 +11,7 @@ import pytest
 import annshard
 from annshard import SourceError, VarJoinError
 from annshard._lock import LOCK_NAME
-from annshard._synthetic import make_adata
+from annshard.testing import make_adata
 from annshard._write import _writer
 
 

@@ -10,7 +10,7 @@ import zarr
 
 import annshard
 from annshard._errors import SourceError
-from annshard._synthetic import make_adata
+from annshard.testing import make_adata
 from annshard._write._counts import ValueStats
 
 

@@ -6,7 +6,7 @@ import pytest
 
 import annshard
 from annshard import SourceError, VarJoinError
-from annshard._synthetic import make_adata
+from annshard.testing import make_adata
 from annshard._write._plan import plan_genes, plan_obs
 from annshard._write._sources import open_source
 

@@ -15,7 +15,7 @@ import annshard
 from annshard._cli import main
 from annshard._errors import CollectionLockedError, OverwriteRefusedError
 from annshard._lock import LOCK_NAME
-from annshard._synthetic import make_adata
+from annshard.testing import make_adata
 from annshard._write import append_collection, write_collection
 
 

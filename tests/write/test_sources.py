@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 import annshard
 from annshard import SourceError
-from annshard._synthetic import make_adata
+from annshard.testing import make_adata
 from annshard._write._sources import open_source, source_names
 
 

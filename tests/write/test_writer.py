@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 import annshard
 from annshard import CollectionExistsError, CollectionFormatError
-from annshard._synthetic import make_adata
+from annshard.testing import make_adata
 from annshard._write import _writer
 
 
