@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import pytest
 
@@ -14,11 +13,7 @@ from annshard.testing import make_adata
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The '(mode.chained_assignment|future.infer_string)' option")
-        return annshard.write_collection(
-            [make_adata(900, 50, nnz_per_cell=10)], tmp_path_factory.mktemp("b") / "c.zarr"
-        )
+    return annshard.write_collection([make_adata(900, 50, nnz_per_cell=10)], tmp_path_factory.mktemp("b") / "c.zarr")
 
 
 def test_bench_prints_figures(small, capsys):

@@ -6,11 +6,6 @@ import annshard
 from annshard._cli import main
 from annshard.testing import write_h5ads
 
-pytestmark = pytest.mark.filterwarnings(
-    # anndata 0.13 sets pandas' deprecated "future.infer_string" option when it writes strings to .h5ad
-    "ignore:The 'future.infer_string' option is deprecated:DeprecationWarning"
-)
-
 
 @pytest.fixture(scope="module")
 def h5ads(tmp_path_factory):

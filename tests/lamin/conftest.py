@@ -20,10 +20,6 @@ import pytest
 
 INSTANCE = "annshard-test"
 
-# anndata 0.13 reads pandas' deprecated "future.infer_string" option when it writes string columns (outside our
-# control); every module here sets ``pytestmark = ANNDATA_PANDAS_WARNING``
-ANNDATA_PANDAS_WARNING = pytest.mark.filterwarnings("ignore:The 'future.infer_string' option is deprecated")
-
 # appended to every subprocess script: fail (exit 3) on any non-loopback connection attempt,
 # the same audit as tests/conftest.py applies to this process
 GUARD = "from annshard.testing import forbid_network\nforbid_network(exit_code=3)\n"

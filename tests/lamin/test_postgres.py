@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ANNDATA_PANDAS_WARNING, run_python
+from .conftest import run_python
 
-pytestmark = [pytest.mark.postgres, ANNDATA_PANDAS_WARNING]
+pytestmark = pytest.mark.postgres
 
 
 def _pg_bin() -> Path | None:

@@ -11,10 +11,9 @@ import pytest
 import annshard
 from annshard.lamin import NotAnnshardCollectionError, find_collections, open_registered, register
 
-from .conftest import ANNDATA_PANDAS_WARNING, all_rows, append_to, make_collection
+from .conftest import all_rows, append_to, make_collection
 
 pytestmark = [
-    ANNDATA_PANDAS_WARNING,
     # usage recording is tested in test_usage.py; here loaders are built outside a run on purpose
     pytest.mark.filterwarnings("ignore::annshard.lamin._usage.NoRunWarning"),
 ]

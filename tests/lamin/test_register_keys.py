@@ -13,10 +13,9 @@ from annshard._errors import AnnshardError
 from annshard.lamin import InvalidKeyError, register, write_and_register
 from annshard.lamin._register import check_key
 
-from .conftest import ANNDATA_PANDAS_WARNING, append_to, make_collection
+from .conftest import append_to, make_collection
 
 pytestmark = [
-    ANNDATA_PANDAS_WARNING,
     pytest.mark.filterwarnings("ignore::annshard.lamin._usage.NoRunWarning"),
 ]
 

@@ -9,9 +9,7 @@ import pytest
 
 from annshard.lamin import NoRunWarning, _usage, register
 
-from .conftest import ANNDATA_PANDAS_WARNING, all_rows, make_collection
-
-pytestmark = ANNDATA_PANDAS_WARNING
+from .conftest import all_rows, make_collection
 
 
 @pytest.fixture

@@ -89,18 +89,6 @@ def write_h5ad(path: Path, adata: ad.AnnData) -> Path:
     return path
 
 
-# anndata 0.13 sets pandas' deprecated "future.infer_string" option when it writes string arrays to .h5ad;
-# pandas 3 warns about the option itself, outside our control
-H5AD_STRING_WARNING = "ignore:The 'future.infer_string' option is deprecated:DeprecationWarning"
-
-
-def pytest_collection_modifyitems(config, items):
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(item.fspath).parents:
-            item.add_marker(pytest.mark.filterwarnings(H5AD_STRING_WARNING))
-
-
 # -- legacy .h5ad layouts, written with h5py as anndata < 0.7 and anndata 0.7 wrote them --------------------------
 LEGACY_CELL_TYPES = ["B", "T", "NK", "unused"]  # "unused" is never used by a row
 

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from annshard._collection import Collection, commit_manifest, open_collection
+from annshard._compat import set_run_status
 from annshard._errors import AnnshardError, CollectionFormatError, CorruptShardError
 from annshard._format import Manifest
 
@@ -356,7 +357,7 @@ def _next_version(latest: Any) -> str:
 
 def _finish(run: Any, *, ok: bool) -> None:
     run.finished_at = datetime.now(UTC)
-    run._status_code = 0 if ok else 1
+    set_run_status(run, ok=ok)
     run.save()
 
 
