@@ -74,20 +74,29 @@ __all__ = [
     "write_collection",
 ]
 
-_LAZY = {
-    "Batch": "._batch",
-    "EpochStream": "._assemble",
-    "Loader": "._loader",
-    "World": "._world",
-    "write_collection": "._write",
-}
-"""Public names resolved on first use (the loader's and writer's modules), so that importing the package stays cheap."""
-
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is not None:
-        return getattr(importlib.import_module(module, __name__), name)
+    # resolved on first use (the loader's and writer's modules), so that importing the package stays cheap
+    if name == "Batch":
+        from ._batch import Batch
+
+        return Batch
+    if name == "EpochStream":
+        from ._assemble import EpochStream
+
+        return EpochStream
+    if name == "Loader":
+        from ._loader import Loader
+
+        return Loader
+    if name == "World":
+        from ._world import World
+
+        return World
+    if name == "write_collection":
+        from ._write import write_collection
+
+        return write_collection
     if name in {"samplers", "lamin", "testing"}:
         return importlib.import_module(f"{__name__}.{name}")
     msg = f"module {__name__!r} has no attribute {name!r}"

@@ -23,7 +23,7 @@ import pytest
 
 from .conftest import run_python
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 def _pg_bin() -> Path | None:

@@ -37,6 +37,7 @@ def _run(code: str, *args: str) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="reads VmHWM from /proc")
 def test_peak_rss_bounded_by_budget(tmp_path):
     from annshard.testing import write_h5ads
