@@ -1,6 +1,6 @@
 """Realistic synthetic benchmark inputs: several ``.h5ad`` files, cached under ``bench_data/``.
 
-Cells come from :func:`annshard._synthetic.make_adata`: per-cell non-zeros are
+Cells come from :func:`annshard.testing.make_adata`: per-cell non-zeros are
 lognormal around ``nnz`` (sigma 0.35), gene popularity is a power law, values
 are negative-binomial counts, and obs has the categorical columns
 ``cell_type``, ``donor``, ``assay`` plus numeric QC columns. The cells are
@@ -54,7 +54,7 @@ def file_sizes(cells: int, cells_per_file: int) -> list[int]:
 
 
 def _write_one(path: Path, n: int, genes: int, nnz: int, seed: int, i: int) -> dict:
-    from annshard._synthetic import make_adata
+    from annshard.testing import make_adata
 
     adata = make_adata(n, genes, nnz_per_cell=nnz, seed=seed + i, obs_prefix=f"d{i}-cell", donor_prefix=f"d{i}-donor")
     adata.write_h5ad(path)

@@ -90,7 +90,6 @@ def layer_sources(tmp_path_factory) -> dict:
     ``a.h5ad`` and ``b.zarr`` share 36 of their genes (b's in reverse order, plus 4 of its own); ``a`` has a
     ``spliced`` layer ``b`` lacks; ``c.h5ad`` has a 5-column ``X_pca`` (6 elsewhere); ``d.zarr`` fits ``a``.
     """
-    import warnings
 
     import anndata as ad
 
@@ -105,15 +104,13 @@ def layer_sources(tmp_path_factory) -> dict:
         "d.zarr": _layer_adata("d", 90, genes, 4, counts_dense=False, pca=6, spliced=True),
     }
     out = {}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The '(mode.chained_assignment|future.infer_string)' option")
-        for name, a in specs.items():
-            path = root / name
-            if name.endswith(".h5ad"):
-                a.write_h5ad(path)
-                back = ad.read_h5ad(path)
-            else:
-                a.write_zarr(path)
-                back = ad.read_zarr(path)
-            out[name] = (path, back)
+    for name, a in specs.items():
+        path = root / name
+        if name.endswith(".h5ad"):
+            a.write_h5ad(path)
+            back = ad.read_h5ad(path)
+        else:
+            a.write_zarr(path)
+            back = ad.read_zarr(path)
+        out[name] = (path, back)
     return out

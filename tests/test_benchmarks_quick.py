@@ -23,6 +23,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 pytest.importorskip("annbatch")
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.timeout(600)
 def test_compare_quick_writes_all_figures(tmp_path: Path) -> None:

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import pytest
 
 import annshard
 from annshard._cli import main
-from annshard._synthetic import make_adata
+from annshard.testing import make_adata
 
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The '(mode.chained_assignment|future.infer_string)' option")
-        return annshard.write_collection(
-            [make_adata(900, 50, nnz_per_cell=10)], tmp_path_factory.mktemp("b") / "c.zarr"
-        )
+    return annshard.write_collection([make_adata(900, 50, nnz_per_cell=10)], tmp_path_factory.mktemp("b") / "c.zarr")
 
 
 def test_bench_prints_figures(small, capsys):

@@ -4,12 +4,7 @@ import pytest
 
 import annshard
 from annshard._cli import main
-from annshard._synthetic import write_h5ads
-
-pytestmark = pytest.mark.filterwarnings(
-    # anndata 0.13 sets pandas' deprecated "future.infer_string" option when it writes strings to .h5ad
-    "ignore:The 'future.infer_string' option is deprecated:DeprecationWarning"
-)
+from annshard.testing import write_h5ads
 
 
 @pytest.fixture(scope="module")

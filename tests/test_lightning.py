@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 
 import annshard
-from annshard._synthetic import make_adata
+from annshard.testing import make_adata
 
 torch = pytest.importorskip("torch")
 pl = pytest.importorskip("lightning.pytorch")
@@ -18,9 +16,7 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     adata = make_adata(1200, 64, nnz_per_cell=20, seed=1)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The '(mode.chained_assignment|future.infer_string)' option")
-        return annshard.write_collection([adata], tmp_path_factory.mktemp("l") / "c.zarr")
+    return annshard.write_collection([adata], tmp_path_factory.mktemp("l") / "c.zarr")
 
 
 class Tiny(pl.LightningModule):

@@ -16,15 +16,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ._compat import scipy_csr_row_index
+
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
 __all__ = ["row_gather"]
 
-try:
-    from scipy.sparse._sparsetools import csr_row_index as _csr_row_index
-except ImportError:  # pragma: no cover - scipy moved its private module
-    _csr_row_index = None
+_csr_row_index = scipy_csr_row_index()
 
 _FALLBACK_CHUNK = 1 << 20
 _SPARSETOOLS_TYPES = "?bBhHiIlLqQfdg"  # value dtypes scipy's sparsetools is compiled for (no float16)

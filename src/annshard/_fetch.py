@@ -22,10 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.indexing import ChunkProjection
-from zarr.core.sync import sync
 
+from ._compat import (
+    zarr_chunk_key_encoder,
+    zarr_chunk_projection,
+    zarr_read_selection,
+    zarr_sync,
+    zarrs_chunk_item,
+    zarrs_pipeline_impl,
+)
 from ._config import zarr_config
 from ._errors import CorruptShardError
 from ._store._shard import open_shard_arrays
@@ -73,11 +78,11 @@ class RunsIndexer:
         self.shape = (int((runs[:, 1] - runs[:, 0]).sum()), *self._extra)
         self.drop_axes: tuple[int, ...] = ()
 
-    def __iter__(self) -> Iterator[ChunkProjection]:
+    def __iter__(self) -> Iterator[Any]:
         c, n = self._chunk, self._len
         full = tuple(slice(0, e) for e in self._extra)
         for ci, a, b, out in _pieces(self.runs, c):
-            yield ChunkProjection(
+            yield zarr_chunk_projection(
                 (ci, *(0 for _ in self._extra)),
                 (slice(a, b), *full),
                 (slice(out, out + b - a), *full),
@@ -99,25 +104,21 @@ class DirectRuns:
     def __init__(self, array: zarr.Array, impl: Any, chunk_item: Any) -> None:
         self._impl = impl
         self._item = chunk_item
-        meta = array._async_array.metadata
         self._chunk = int((array.shards or array.chunks)[0])
         self._extra = [int(e) for e in array.shape[1:]]
         self._keys: dict[int, str] = {}
         self._prefix = f"{array.path}/" if array.path else ""
-        self._encode = meta.encode_chunk_key
+        self._encode = zarr_chunk_key_encoder(array)
 
     @classmethod
     def create(cls, array: zarr.Array) -> DirectRuns | None:
         """Return a direct reader for ``array``, or ``None`` when zarrs does not read it."""
         try:
-            from zarrs._internal import ChunkItem
-
-            # the private interface this relies on, checked once (a zarrs release may change it)
-            ChunkItem(key="c/0", chunk_subset=[slice(0, 1)], chunk_shape=[1], subset=[slice(0, 1)], shape=[1])
-            impl = getattr(array._async_array.codec_pipeline, "impl", None)
-            if impl is None or not callable(getattr(impl, "retrieve_chunks_and_apply_index", None)):
+            chunk_item = zarrs_chunk_item()  # the private interface this relies on (a zarrs release may change it)
+            impl = None if chunk_item is None else zarrs_pipeline_impl(array)
+            if impl is None:
                 return None
-            return cls(array, impl, ChunkItem)
+            return cls(array, impl, chunk_item)
         except Exception:  # noqa: BLE001 - anything unexpected: read through zarr instead
             return None
 
@@ -150,8 +151,7 @@ class DirectRuns:
 async def _read_runs(array: zarr.Array, runs: NDArray[np.int64], out: np.ndarray) -> None:
     if runs.shape[0] == 0 or out.shape[0] == 0:
         return
-    proto = default_buffer_prototype()
-    await array._async_array._get_selection(RunsIndexer(runs, array), prototype=proto, out=proto.nd_buffer(out))
+    await zarr_read_selection(array, RunsIndexer(runs, array), out)
 
 
 async def _gather(jobs: list[Any]) -> None:
@@ -397,7 +397,7 @@ class BlockReader:
                 reader.read(runs, out)
             if jobs:
                 with zarr_config():
-                    sync(_gather(jobs))
+                    zarr_sync(_gather(jobs))
         except Exception as e:
             where = "; ".join(
                 f"{self.shards[s].where} rows {self._describe_rows(chunks, s)}" for s in shard_ids.tolist()

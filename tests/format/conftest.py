@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from annshard._synthetic import make_adata
 from annshard._write import write_collection
+from annshard.testing import make_adata
 
 
 @pytest.fixture(scope="module")

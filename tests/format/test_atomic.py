@@ -24,7 +24,7 @@ from annshard._store._atomic import (
     temp_sibling,
     write_atomic,
 )
-from annshard._synthetic import make_adata
+from annshard.testing import make_adata
 
 _KILL_AT_RENAME = """
 import os, signal, sys

@@ -12,7 +12,7 @@ import annshard
 from annshard._errors import CollectionFormatError
 from annshard._store._manifest import FORMAT_NAME, FORMAT_VERSION
 from annshard._store._read import is_collection, read_manifest
-from annshard._synthetic import make_adata
+from annshard.testing import make_adata
 
 
 @pytest.fixture

@@ -20,10 +20,6 @@ import pytest
 
 INSTANCE = "annshard-test"
 
-# anndata 0.13 reads pandas' deprecated "future.infer_string" option when it writes string columns (outside our
-# control); every module here sets ``pytestmark = ANNDATA_PANDAS_WARNING``
-ANNDATA_PANDAS_WARNING = pytest.mark.filterwarnings("ignore:The 'future.infer_string' option is deprecated")
-
 # appended to every subprocess script: fail (exit 3) on any non-loopback connection attempt,
 # the same audit as tests/conftest.py applies to this process
 GUARD = "from annshard.testing import forbid_network\nforbid_network(exit_code=3)\n"
@@ -74,7 +70,7 @@ def subprocess_env(lamin_root) -> dict[str, str]:
 def make_collection(path: Path, *, sizes=(120, 90, 60), n_vars=40, seed=0, data_seed=0, n_obs_per_shard=100):
     """A small collection written by annshard from in-memory AnnData."""
     import annshard
-    from annshard._synthetic import make_adata
+    from annshard.testing import make_adata
 
     sources = {
         f"src{i}": make_adata(n, n_vars, nnz_per_cell=8, seed=data_seed + i, obs_prefix=f"s{data_seed + i}")
@@ -86,7 +82,7 @@ def make_collection(path: Path, *, sizes=(120, 90, 60), n_vars=40, seed=0, data_
 def append_to(coll, *, n=70, n_vars=40, data_seed=50):
     """Append a small source to ``coll``; return the updated collection."""
     import annshard
-    from annshard._synthetic import make_adata
+    from annshard.testing import make_adata
 
     adata = make_adata(n, n_vars, nnz_per_cell=8, seed=data_seed, obs_prefix=f"a{data_seed}")
     return annshard.append_collection(coll, {f"extra{data_seed}": adata}, n_obs_per_shard=100)

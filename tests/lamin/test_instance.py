@@ -6,9 +6,7 @@ import os
 import subprocess
 import sys
 
-from .conftest import ANNDATA_PANDAS_WARNING, make_collection, run_python
-
-pytestmark = ANNDATA_PANDAS_WARNING
+from .conftest import make_collection, run_python
 
 
 def _bare_env(tmp_path):

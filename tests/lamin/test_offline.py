@@ -8,9 +8,7 @@ import pytest
 
 from annshard.lamin._offline import HUB_ENV, answers_locally, hub_mode
 
-from .conftest import ANNDATA_PANDAS_WARNING, run_python
-
-pytestmark = ANNDATA_PANDAS_WARNING
+from .conftest import run_python
 
 
 @pytest.mark.parametrize(

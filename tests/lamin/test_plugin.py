@@ -9,9 +9,7 @@ import pytest
 from annshard.lamin import register
 from annshard.lamin._plugin import TARGET, install, loader, patch_collection_class
 
-from .conftest import ANNDATA_PANDAS_WARNING, make_collection, run_python
-
-pytestmark = ANNDATA_PANDAS_WARNING
+from .conftest import make_collection, run_python
 
 
 @pytest.fixture(scope="module")

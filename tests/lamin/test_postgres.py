@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ANNDATA_PANDAS_WARNING, run_python
+from .conftest import run_python
 
-pytestmark = [pytest.mark.postgres, ANNDATA_PANDAS_WARNING]
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 def _pg_bin() -> Path | None:
@@ -100,7 +100,7 @@ def test_two_users_share_a_collection(postgres, tmp_path):
         ln_setup.init(storage={str(shared)!r}, db={postgres!r}, name="team")
         import lamindb as ln
         import annshard, annshard.lamin
-        from annshard._synthetic import make_adata
+        from annshard.testing import make_adata
         sources = {{f"s{{i}}": make_adata(150, 30, nnz_per_cell=6, seed=i) for i in range(2)}}
         coll = annshard.write_collection(sources, {str(shared / "team" / "cells.zarr")!r}, seed=0, n_obs_per_shard=100)
         record = annshard.lamin.register(coll, key="team/cells")

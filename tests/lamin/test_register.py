@@ -11,10 +11,9 @@ import pytest
 import annshard
 from annshard.lamin import NotAnnshardCollectionError, find_collections, open_registered, register
 
-from .conftest import ANNDATA_PANDAS_WARNING, all_rows, append_to, make_collection
+from .conftest import all_rows, append_to, make_collection
 
 pytestmark = [
-    ANNDATA_PANDAS_WARNING,
     # usage recording is tested in test_usage.py; here loaders are built outside a run on purpose
     pytest.mark.filterwarnings("ignore::annshard.lamin._usage.NoRunWarning"),
 ]
@@ -112,7 +111,7 @@ def test_same_key_different_content_is_a_new_version(lamin_root, unique_key):
 def test_lineage_and_seed_query(lamin_root, tmp_path, unique_key):
     import lamindb as ln
 
-    from annshard._synthetic import write_h5ads
+    from annshard.testing import write_h5ads
 
     paths = write_h5ads(lamin_root / "raw" / unique_key, [80, 60], n_vars=30, nnz_per_cell=6)
     sources = [ln.Artifact(p, description="raw counts").save() for p in paths]
@@ -142,7 +141,7 @@ def test_loader_on_plain_collections(lamin_root, unique_key):
     import anndata as ad
     import lamindb as ln
 
-    from annshard._synthetic import make_adata
+    from annshard.testing import make_adata
 
     # shards of one annshard collection, collected by hand: loads
     coll = make_collection(lamin_root / "in-place" / f"{unique_key}.zarr")

@@ -13,10 +13,9 @@ from annshard._errors import AnnshardError
 from annshard.lamin import InvalidKeyError, register, write_and_register
 from annshard.lamin._errors import check_key
 
-from .conftest import ANNDATA_PANDAS_WARNING, append_to, make_collection
+from .conftest import append_to, make_collection
 
 pytestmark = [
-    ANNDATA_PANDAS_WARNING,
     pytest.mark.filterwarnings("ignore::annshard.lamin._usage.NoRunWarning"),
 ]
 
@@ -81,7 +80,7 @@ def test_absolute_key_in_reach_writes_nothing_there(lamin_root, tmp_path, outsid
 
 
 def test_write_and_register_checks_the_key_before_writing(lamin_root, tmp_path_factory):
-    from annshard._synthetic import make_adata
+    from annshard.testing import make_adata
 
     base = tmp_path_factory.getbasetemp()
     before, counts = _files(base), _counts()

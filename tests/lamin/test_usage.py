@@ -9,9 +9,7 @@ import pytest
 
 from annshard.lamin import NoRunWarning, _usage, register
 
-from .conftest import ANNDATA_PANDAS_WARNING, all_rows, make_collection
-
-pytestmark = ANNDATA_PANDAS_WARNING
+from .conftest import all_rows, make_collection
 
 
 @pytest.fixture
@@ -66,6 +64,7 @@ def test_no_run_warns_once(registered, monkeypatch):
     assert registered.input_of_runs.count() == 0
 
 
+@pytest.mark.slow
 def test_workers_never_write(registered, tracked):
     """A DataLoader with spawn workers over a registered collection: every row once, one recorded use."""
     import torch.utils.data as tud

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -15,7 +14,7 @@ import zarr
 from annshard._store._atomic import commit_manifest
 from annshard._store._manifest import Manifest, ObsColumn, ShardInfo, SourceInfo, StorageSpec, shard_name
 from annshard._store._shard import write_shard
-from annshard._synthetic import make_adata
+from annshard.testing import make_adata
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -31,14 +30,7 @@ class Built:
         return self.adata.X
 
 
-def build_collection(path: Path, **kwargs) -> Built:
-    with warnings.catch_warnings():
-        # anndata 0.13 touches pandas options that pandas 3 deprecates when writing dataframes
-        warnings.filterwarnings("ignore", message="The '(mode.chained_assignment|future.infer_string)' option")
-        return _build_collection(path, **kwargs)
-
-
-def _build_collection(
+def build_collection(
     path: Path,
     *,
     n_obs: int = 3000,

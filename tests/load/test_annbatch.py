@@ -10,7 +10,7 @@ import pytest
 import zarr
 
 import annshard
-from annshard._synthetic import write_h5ads
+from annshard.testing import write_h5ads
 
 annbatch = pytest.importorskip("annbatch")
 

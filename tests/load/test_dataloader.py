@@ -12,7 +12,7 @@ from annshard.samplers import RandomSampler
 
 torch = pytest.importorskip("torch")
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 def _epoch(dl):

@@ -21,6 +21,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.timeout(600),
     pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
 ]

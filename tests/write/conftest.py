@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from annshard._synthetic import make_adata
+from annshard.testing import make_adata
 
 
 def read_all(coll) -> tuple[np.ndarray, pd.DataFrame, list[ad.AnnData]]:
@@ -87,18 +87,6 @@ def read_collection():
 def write_h5ad(path: Path, adata: ad.AnnData) -> Path:
     adata.write_h5ad(path)
     return path
-
-
-# anndata 0.13 sets pandas' deprecated "future.infer_string" option when it writes string arrays to .h5ad;
-# pandas 3 warns about the option itself, outside our control
-H5AD_STRING_WARNING = "ignore:The 'future.infer_string' option is deprecated:DeprecationWarning"
-
-
-def pytest_collection_modifyitems(config, items):
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(item.fspath).parents:
-            item.add_marker(pytest.mark.filterwarnings(H5AD_STRING_WARNING))
 
 
 # -- legacy .h5ad layouts, written with h5py as anndata < 0.7 and anndata 0.7 wrote them --------------------------

@@ -11,8 +11,8 @@ import pytest
 import annshard
 from annshard import SourceError, VarJoinError
 from annshard._store._lock import LOCK_NAME
-from annshard._synthetic import make_adata
 from annshard._write import _append
+from annshard.testing import make_adata
 
 
 def _shard_mtimes(coll):

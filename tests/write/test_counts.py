@@ -10,8 +10,8 @@ import zarr
 
 import annshard
 from annshard._errors import SourceError
-from annshard._synthetic import make_adata
 from annshard._write._counts import ValueStats
+from annshard.testing import make_adata
 
 
 def _codecs(coll) -> list[str]:

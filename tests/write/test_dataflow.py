@@ -7,13 +7,13 @@ import dataclasses
 import pytest
 
 from annshard._store._manifest import ShardInfo
-from annshard._synthetic import make_adata
 from annshard._write._layout import plan_layout
 from annshard._write._matrices import plan_matrices
 from annshard._write._passes import run_passes
 from annshard._write._plan import plan_genes, plan_obs
 from annshard._write._sources import open_sources
 from annshard._write._spec import auto_spec
+from annshard.testing import make_adata
 
 
 def _plan(tmp_path, sources):

@@ -37,9 +37,10 @@ def _run(code: str, *args: str) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="reads VmHWM from /proc")
 def test_peak_rss_bounded_by_budget(tmp_path):
-    from annshard._synthetic import write_h5ads
+    from annshard.testing import write_h5ads
 
     paths = write_h5ads(tmp_path / "in", [5000] * 3, 3000, nnz_per_cell=600, seed=1)
     input_bytes = sum(p.stat().st_size for p in paths)

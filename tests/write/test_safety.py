@@ -15,8 +15,8 @@ import annshard
 from annshard._cli import main
 from annshard._errors import CollectionLockedError, OverwriteRefusedError
 from annshard._store._lock import LOCK_NAME
-from annshard._synthetic import make_adata
 from annshard._write import append_collection, write_collection
+from annshard.testing import make_adata
 
 
 @pytest.fixture(scope="module")

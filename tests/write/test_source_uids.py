@@ -7,8 +7,8 @@ import json
 import pytest
 
 import annshard
-from annshard._synthetic import make_adata
 from annshard._write import append_collection
+from annshard.testing import make_adata
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import scipy.sparse as sp
 
 import annshard
 from annshard import SourceError
-from annshard._synthetic import make_adata
 from annshard._write._sources import open_source, source_names
+from annshard.testing import make_adata
 
 
 @pytest.fixture(scope="module")

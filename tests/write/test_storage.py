@@ -8,7 +8,7 @@ import scipy.sparse as sp
 import zarr
 
 import annshard
-from annshard._synthetic import make_adata
+from annshard.testing import make_adata
 
 
 def _codec_names(coll, array: str) -> list[str]:

@@ -14,8 +14,8 @@ import scipy.sparse as sp
 
 import annshard
 from annshard import CollectionExistsError, CollectionFormatError
-from annshard._synthetic import make_adata
 from annshard._write import _gather
+from annshard.testing import make_adata
 
 
 def _sources(kind: str, adatas, tmp_path, *, dense: bool):

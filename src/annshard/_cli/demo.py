@@ -58,7 +58,7 @@ def _sources(storage: Path, args: argparse.Namespace) -> list[Any]:
     """Write (or reuse) the synthetic .h5ad files inside the storage root and register them in place."""
     import lamindb as ln
 
-    from annshard._synthetic import write_h5ads
+    from annshard.testing import write_h5ads
 
     raw = storage / "demo" / "raw"
     base, extra = divmod(args.cells, args.files)

@@ -13,7 +13,7 @@ shard that a committed manifest lists.
 ``flock`` is advisory and local: on NFS it is emulated with byte-range locks (Linux NFSv4 forwards them to
 the server, so writers on different hosts do exclude each other when the server supports locking); on file
 systems without lock support (some FUSE mounts, object-store mounts) ``flock`` fails and the write is refused
-with a :class:`~annshard._errors.CollectionLockedError` that says so, rather than run unserialised.
+with a :class:`~annshard.CollectionLockedError` that says so, rather than run unserialised.
 """
 
 from __future__ import annotations

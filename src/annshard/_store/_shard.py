@@ -2,7 +2,7 @@
 
 ``X`` is written by hand rather than through ``anndata.io.write_elem`` so the
 chunking, zarr sharding, codec and index dtype follow the collection's
-:class:`~annshard._store._spec.StorageSpec`; it carries the same
+:class:`~annshard.StorageSpec`; it carries the same
 ``encoding-type`` / ``encoding-version`` attributes anndata writes, so
 ``anndata.read_zarr`` reads a shard as a normal AnnData.
 """

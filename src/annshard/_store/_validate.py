@@ -5,7 +5,7 @@ Three layers, each cheap and each run before the thing it protects is used:
 - :func:`read_json_file` reads a ``zarr.json`` defensively: bounded size, UTF-8, bounded nesting; any failure is a
   :class:`CollectionFormatError` naming the file.
 - :func:`validate_manifest_v1` checks a version-1 manifest as a schema (types, ranges, allowed values, unique and
-  plain shard names) before :meth:`Manifest.from_dict <annshard._store._manifest.Manifest.from_dict>` builds it. Unknown
+  plain shard names) before :meth:`Manifest.from_dict <annshard.Manifest.from_dict>` builds it. Unknown
   keys are accepted (newer writers may add optional fields; ``extra`` is free-form).
 - :func:`check_shard_paths` resolves every shard directory and refuses one outside the collection (a ``..`` name
   is refused by the schema already; this catches symlinks), and :func:`check_shard_metadata` compares a shard's

@@ -174,7 +174,7 @@ def write_collection(
     n_obs_per_shard
         Rows per shard; by default the most that fit the memory budget.
     storage
-        A full :class:`~annshard._store._spec.StorageSpec`, or a dict overriding fields of the automatic
+        A full :class:`~annshard.StorageSpec`, or a dict overriding fields of the automatic
         one: CSR, values in the sources' dtype compressed with lz4, and stored as ``uint16`` counts when
         every value is a whole number in ``[0, 65535]`` (``{"counts_dtype": None}`` opts out; readers see
         the sources' dtype either way); gene indices ``uint16`` when there are fewer than 65536 genes,
@@ -223,7 +223,7 @@ def write_collection(
     Examples
     --------
     >>> import annshard
-    >>> from annshard._synthetic import make_adata
+    >>> from annshard.testing import make_adata
     >>> coll = annshard.write_collection(
     ...     [make_adata(300, 100), make_adata(200, 100, seed=1)], "cells.zarr"
     ... )  # doctest: +SKIP

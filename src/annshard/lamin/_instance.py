@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from annshard._compat import instance_settings_file
 from annshard._errors import AnnshardError
 
 __all__ = ["NoInstanceError", "default_storage_root", "ensure_local_instance", "require_instance"]
@@ -81,8 +82,6 @@ def ensure_local_instance(storage: str | os.PathLike[str], *, name: str | None =
             return current
     owner = ln_setup.settings.user.handle
     db_file = storage / ".lamindb" / "lamin.db"
-    from lamindb_setup.core._settings_store import instance_settings_file
-
     if db_file.exists() and instance_settings_file(name, owner).exists():
         ln_setup.connect(f"{owner}/{name}")
     else:

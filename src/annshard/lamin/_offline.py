@@ -43,6 +43,8 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
+from annshard._compat import instance_settings_class, is_on_hub_cache, set_is_on_hub_cache
+
 __all__ = ["HUB_ENV", "answers_locally", "hub_mode", "patch_is_on_hub"]
 
 HUB_ENV = "ANNSHARD_LAMIN_HUB"
@@ -67,7 +69,7 @@ def answers_locally(isettings: Any) -> bool:
     isettings
         A ``lamindb_setup.core.InstanceSettings``.
     """
-    if getattr(isettings, "_is_on_hub", None) is not None:
+    if is_on_hub_cache(isettings) is not None:
         return False  # already known (set when connected from the hub, or asked before)
     mode = hub_mode()
     if mode == "lamindb":
@@ -89,9 +91,8 @@ def patch_is_on_hub() -> bool:
 
     Idempotent; returns whether the property is (now) wrapped.
     """
-    try:
-        from lamindb_setup.core._settings_instance import InstanceSettings
-    except ImportError:  # pragma: no cover - lamindb-setup without this module
+    InstanceSettings = instance_settings_class()
+    if InstanceSettings is None:  # pragma: no cover - lamindb-setup without this module
         return False
     current = InstanceSettings.__dict__.get("is_on_hub")
     if not isinstance(current, property) or current.fget is None:
@@ -102,7 +103,7 @@ def patch_is_on_hub() -> bool:
 
     def is_on_hub(self: Any) -> bool:
         if answers_locally(self):
-            self._is_on_hub = False
+            set_is_on_hub_cache(self, False)
         return original(self)
 
     is_on_hub.__doc__ = original.__doc__

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from annshard._compat import set_run_status
 from annshard._errors import AnnshardError
 from annshard._store._collection import open_collection
 from annshard._version import __version__
@@ -94,7 +95,7 @@ def _next_version(latest: Any) -> str:
 
 def _finish(run: Any, *, ok: bool) -> None:
     run.finished_at = datetime.now(UTC)
-    run._status_code = 0 if ok else 1
+    set_run_status(run, ok=ok)
     run.save()
 
 

@@ -26,6 +26,8 @@ import sys
 import warnings
 from typing import Any
 
+from annshard._compat import lamindb_tracked_run
+
 __all__ = ["RUN_FEATURES", "NoRunWarning", "active_run", "in_main_process", "record_use"]
 
 
@@ -64,12 +66,7 @@ def active_run() -> Any:
     """Return the run of ``ln.track()`` (or of a running ``@ln.flow``/``@ln.step``), or ``None``."""
     import lamindb as ln
 
-    try:
-        from lamindb.core._functions import get_current_tracked_run
-
-        run = get_current_tracked_run()
-    except ImportError:  # pragma: no cover - moved in another lamindb version
-        run = None
+    run = lamindb_tracked_run()
     return run if run is not None else ln.context.run
 
 

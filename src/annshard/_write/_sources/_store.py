@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from annshard._compat import anndata_io_registry_error
 from annshard._errors import SourceError
 
 from ._base import MatrixInfo, Source
@@ -31,7 +32,8 @@ def _attr(node: Any, key: str, default: Any = None) -> Any:
 def _locate_unreadable(key: str, node: Any) -> tuple[str, Any]:
     """Find the innermost element under ``node`` whose encoding anndata has no reader for (error path only)."""
     import anndata as ad
-    from anndata._io.specs.registry import IORegistryError
+
+    IORegistryError = anndata_io_registry_error()
 
     if not hasattr(node, "keys"):
         return key, node
@@ -83,7 +85,8 @@ class StoreSource(Source):
 
     def _read_elem(self, key: str) -> Any:
         import anndata as ad
-        from anndata._io.specs.registry import IORegistryError
+
+        IORegistryError = anndata_io_registry_error()
 
         node = self._get_root()[key]
         try:

@@ -1,4 +1,4 @@
-"""Realistic synthetic single-cell data, for the demo, the tests and the benchmarks.
+"""Realistic synthetic single-cell data, for the demo, the tests, the benchmarks and users' own tests.
 
 Per-cell non-zero counts are lognormal, gene popularity is skewed (a Zipf-like
 power law, so a few genes are in most cells), values are negative-binomial
@@ -68,6 +68,15 @@ def make_adata(
     -------
     The AnnData, with ``var["gene_symbol"]`` and obs columns ``cell_type``,
     ``donor``, ``assay`` (categorical), ``n_genes`` (int) and ``total_counts`` (float).
+
+    Examples
+    --------
+    >>> from annshard.testing import make_adata
+    >>> adata = make_adata(100, 50, nnz_per_cell=10, seed=1)
+    >>> adata.shape
+    (100, 50)
+    >>> list(adata.obs.columns)
+    ['cell_type', 'donor', 'assay', 'n_genes', 'total_counts']
     """
     rng = np.random.default_rng(seed)
     median = min(float(nnz_per_cell), n_vars * 0.9)
@@ -144,6 +153,14 @@ def write_h5ads(
     Returns
     -------
     The written paths.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from annshard.testing import write_h5ads
+    >>> paths = write_h5ads(tempfile.mkdtemp(), [100, 50], 200, nnz_per_cell=20)
+    >>> [p.name for p in paths]
+    ['dataset-00.h5ad', 'dataset-01.h5ad']
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
