@@ -147,6 +147,7 @@ def test_save_and_load_give_the_same_latent(trained, tmp_path):
 
 
 # scvi-tools' note that its per-label subsampling of the training set is not used with a data module
+@pytest.mark.slow  # scvi-tools' semi-supervised steps are ~10x the cost of scVI's on CPU (its metrics, the label enumeration)
 @pytest.mark.filterwarnings("ignore:SCANVI sampler is not available with custom dataloader:UserWarning")
 def test_scanvi_predicts_the_hidden_labels(signal_collection):
     dm = SCVIDataModule(
