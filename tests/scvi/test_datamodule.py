@@ -164,3 +164,12 @@ def test_scanvi_predicts_the_hidden_labels(signal_collection):
     assert len(predicted) == signal_collection.n_obs and set(predicted) <= set(mapping[:-1])
     accuracy = float(np.mean(predicted[hidden] == truth["cell_type"].astype(str).to_numpy()[hidden]))
     assert accuracy > 0.8, accuracy  # the most frequent type alone would be ~0.37
+
+
+def test_import_annshard_does_not_import_scvi_tools():
+    import subprocess
+    import sys
+
+    code = "import sys, annshard; bad = [m for m in ('scvi', 'lightning', 'torch') if m in sys.modules]; print(bad)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]"
