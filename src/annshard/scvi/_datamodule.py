@@ -130,10 +130,10 @@ class SCVIDataModule(pl.LightningDataModule):
 
     Attributes
     ----------
-    registry
-        What ``scvi.model.SCVI(registry=...)`` needs.
     covariates
-        The checked obs columns and their category mappings.
+        The checked obs columns and their category mappings (see :attr:`registry` for what scvi-tools gets).
+    train_idx, val_idx, test_idx
+        The rows of each part of the split (global row numbers, sorted), set by :meth:`set_split`.
 
     Examples
     --------
