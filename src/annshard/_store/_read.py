@@ -3,7 +3,7 @@
 A directory is read by the reader of the format it declares, never by guessing from its contents:
 
 - an ``"annshard"`` attribute (the manifest) goes to :meth:`Manifest.from_dict
-  <annshard._store._manifest.Manifest.from_dict>`, which dispatches again on the manifest's ``format`` and
+  <annshard.Manifest.from_dict>`, which dispatches again on the manifest's ``format`` and
   ``format_version`` (an unknown format or a version this annshard cannot read is refused there);
 - ``encoding-type: annbatch-preshuffled`` goes to annbatch's reader (:mod:`annshard._store._annbatch`);
 - anything else is not a collection.

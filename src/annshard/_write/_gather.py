@@ -10,7 +10,7 @@ its shard is written, so temporary disk use shrinks as the pass goes.
 The bucket files are read as the (frozen) :class:`~._layout.Layout` planned
 them; the shards are written as the settled storage says (:class:`~._manifest.Stored`,
 whose counts decisions the scatter pass's value statistics made). The pass returns
-the :class:`~annshard._store._manifest.ShardInfo` of each shard it wrote.
+the :class:`~annshard.ShardInfo` of each shard it wrote.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ goes into the scatter pass, which returns the value statistics it saw
 (:class:`~._scatter.Scattered`); :func:`settle_storage` turns those into the
 storage the shards are written with (:class:`Stored`: the counts decisions of
 ``X`` and of each layer); the gather pass returns the shards it wrote
-(:class:`~annshard._store._manifest.ShardInfo`). :func:`new_manifest` (a first write) and
+(:class:`~annshard.ShardInfo`). :func:`new_manifest` (a first write) and
 :func:`appended_manifest` (an append) build the manifest from these, here alone.
 """
 

@@ -5,7 +5,7 @@ sources' common dtype (float16 becomes float32: exact, and scipy.sparse has no f
 gene indices are ``uint16`` below 65536 genes and uncompressed, and whole-number values
 become ``uint16`` counts when every value fits (``counts_dtype="auto"``, settled after the
 scatter pass has seen the values). A dict overrides single fields; a full
-:class:`~annshard._store._manifest.StorageSpec` replaces the defaults. Either way the result is checked.
+:class:`~annshard.StorageSpec` replaces the defaults. Either way the result is checked.
 """
 
 from __future__ import annotations
