@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -10,10 +11,14 @@ import textwrap
 
 import pytest
 
-pytest.importorskip("scvi")
-pytest.importorskip("lamindb")
-
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+# lamindb is only looked up, not imported: importing it here (at collection) would set up django in this
+# process before tests/lamin creates its instance
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(900),
+    pytest.mark.skipif(importlib.util.find_spec("lamindb") is None, reason="needs the lamin extra"),
+    pytest.mark.skipif(importlib.util.find_spec("scvi") is None, reason="needs the scvi extra"),
+]
 
 # a fresh interpreter with its own lamindb settings directory and SQLite instance: this test never touches the
 # session's instance of tests/lamin (one process connects to one instance)
