@@ -30,7 +30,7 @@ from ._errors import (
 )
 
 if TYPE_CHECKING:
-    from ._loader import Loader
+    from ._load import Loader
     from ._write import write_collection
 
 try:
@@ -59,7 +59,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # resolved lazily so that importing the package stays cheap
     if name == "Loader":
-        from ._loader import Loader
+        from ._load import Loader
 
         return Loader
     if name == "write_collection":

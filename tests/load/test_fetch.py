@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import annshard
-from annshard._fetch import BlockReader, DirectRuns, ShardRef
-from annshard._pool import BufferPool
+from annshard._load._fetch import BlockReader, DirectRuns, ShardRef
+from annshard._load._pool import BufferPool
 
 
 def _reader(built) -> BlockReader:

@@ -50,7 +50,7 @@ from ._usage import ensure_features, record_use
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from annshard._loader import Loader
+    from annshard._load import Loader
 
 __all__ = [
     "META_FEATURES",

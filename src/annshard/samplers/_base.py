@@ -10,7 +10,7 @@ loader applies afterwards.
 
 Samplers are pure: the same arguments give the same plan on any machine. They
 never see ranks or DataLoader workers; the loader splits the plan's row stream
-between them (:class:`annshard._world.World`), so every sampler is
+between them (:class:`annshard._load._world.World`), so every sampler is
 distributed-ready for free.
 """
 

@@ -1,11 +1,11 @@
 """The :class:`Loader`: chunked random minibatches from one or more collections.
 
 The loader is an iterable; each ``iter()`` is one epoch (see
-:mod:`annshard._assemble` for how an epoch is defined as a row stream). The
+:mod:`annshard._load._assemble` for how an epoch is defined as a row stream). The
 pieces are separate modules: samplers (:mod:`annshard.samplers`), rank/worker
-arithmetic (:mod:`annshard._world`), reading (:mod:`annshard._fetch`),
-prefetching (:mod:`annshard._prefetch`), assembly (:mod:`annshard._assemble`)
-and output conversion (:mod:`annshard._output`).
+arithmetic (:mod:`annshard._load._world`), reading (:mod:`annshard._load._fetch`),
+prefetching (:mod:`annshard._load._prefetch`), assembly (:mod:`annshard._load._assemble`)
+and output conversion (:mod:`annshard._load._output`).
 """
 
 from __future__ import annotations
@@ -17,16 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from annshard._collection import Collection, open_collection
+from annshard._errors import CorruptShardError
+from annshard._validate import check_shard_metadata
+from annshard.samplers import Sampler, SamplerContext, get_sampler
+
 from ._assemble import EpochStream, block_order, cut_batches
 from ._batch import Batch
-from ._collection import Collection, open_collection
-from ._errors import CorruptShardError
 from ._fetch import Block, BlockReader, ShardRef
 from ._obs import ObsTable
 from ._output import OUTPUTS, Output, convert, convert_dense
-from ._validate import check_shard_metadata
 from ._world import World
-from .samplers import Sampler, SamplerContext, get_sampler
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -343,7 +344,7 @@ class Loader:
 
     # -- iteration ---------------------------------------------------------------------------
     def world(self) -> World:
-        """Return the :class:`~annshard._world.World` of the calling process."""
+        """Return the :class:`~annshard._load._world.World` of the calling process."""
         return World.detect(rank=self._rank, world_size=self._world_size)
 
     def stream(self, epoch: int, world: World | None = None) -> EpochStream:

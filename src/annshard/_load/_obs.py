@@ -15,13 +15,13 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ._config import zarr_config
-from ._errors import CorruptShardError
+from annshard._config import zarr_config
+from annshard._errors import CorruptShardError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ._collection import Collection
+    from annshard._collection import Collection
 
 __all__ = ["ObsTable"]
 

@@ -10,7 +10,7 @@ outside the GIL, which is what lets a background thread overlap reading with
 the consumer's work. Adjacent chunks are merged into one range first.
 
 The block comes back in *read order* (chunks sorted by shard and start) with
-every row's global index; :mod:`annshard._assemble` permutes it.
+every row's global index; :mod:`annshard._load._assemble` permutes it.
 """
 
 from __future__ import annotations
@@ -26,17 +26,18 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.indexing import ChunkProjection
 from zarr.core.sync import sync
 
-from ._config import zarr_config
-from ._errors import CorruptShardError
-from ._shard import open_shard_arrays
-from ._validate import check_indices, check_indptr
+from annshard._config import zarr_config
+from annshard._errors import CorruptShardError
+from annshard._shard import open_shard_arrays
+from annshard._validate import check_indices, check_indptr
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
     from numpy.typing import NDArray
 
-    from ._collection import Collection
+    from annshard._collection import Collection
+
     from ._pool import BufferPool
 
 __all__ = ["Block", "BlockReader", "RunsIndexer"]

@@ -2,7 +2,7 @@
 
 The sampler's plan (chunks in order) defines the epoch's *virtual row stream*:
 the rows of the chunks one after the other. This stream is split between ranks
-and workers (:class:`annshard._world.World`); a part's chunks (the ones at the
+and workers (:class:`annshard._load._world.World`); a part's chunks (the ones at the
 edges trimmed) are grouped into preload blocks of ``preload_nchunks`` chunks.
 Each block's rows are permuted with a generator seeded by
 ``(seed, epoch, part, block)``; the part's output stream is the concatenation
@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._csr import row_gather
-from .samplers import epoch_rng
+from annshard._csr import row_gather
+from annshard.samplers import epoch_rng
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
