@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import annshard
-from annshard._load._fetch import BlockReader, DirectRuns, ShardRef
+from annshard._load._fetch import BlockReader, DirectRuns
 from annshard._load._pool import BufferPool
+from annshard._load._union import ShardRef
 
 
 def _reader(built) -> BlockReader:
