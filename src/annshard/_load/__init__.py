@@ -13,6 +13,20 @@
 
 from __future__ import annotations
 
-from ._loader import Loader
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._loader import Loader
 
 __all__ = ["Loader"]
+
+
+def __getattr__(name: str) -> Any:
+    # lazy, so that importing one of the loader's modules (``annshard.testing`` imports ``_assemble``) does not
+    # import the Loader and everything it ties together
+    if name == "Loader":
+        from ._loader import Loader
+
+        return Loader
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
