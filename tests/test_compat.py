@@ -115,7 +115,7 @@ def test_zarr_chunk_key_encoder(tmp_path):
 
 
 class _Runs:
-    """A custom indexer (the shape of annshard._fetch.RunsIndexer): elements 3-5 and 12-13 of a 20-element array."""
+    """A custom indexer (the shape of annshard._load._fetch.RunsIndexer): elements 3-5 and 12-13 of a 20-element array."""
 
     def __init__(self) -> None:
         self.shape = (5,)

@@ -38,10 +38,10 @@ from ._store._manifest import Manifest, MatrixSpec, ObsColumn, ShardInfo, Source
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from ._assemble import EpochStream
-    from ._batch import Batch
-    from ._loader import Loader
-    from ._world import World
+    from ._load._assemble import EpochStream
+    from ._load._batch import Batch
+    from ._load._loader import Loader
+    from ._load._world import World
     from ._write import append_collection, write_collection
 
 __all__ = [
@@ -75,19 +75,19 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # resolved on first use (the loader's and writer's modules), so that importing the package stays cheap
     if name == "Batch":
-        from ._batch import Batch
+        from ._load._batch import Batch
 
         return Batch
     if name == "EpochStream":
-        from ._assemble import EpochStream
+        from ._load._assemble import EpochStream
 
         return EpochStream
     if name == "Loader":
-        from ._loader import Loader
+        from ._load import Loader
 
         return Loader
     if name == "World":
-        from ._world import World
+        from ._load._world import World
 
         return World
     if name == "append_collection":

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 
-from annshard._loader import Loader
+from annshard._load import Loader
 
 if TYPE_CHECKING:
     import os

@@ -41,7 +41,7 @@ def test_fresh_process_without_annshard_import(registered, subprocess_env):
         f"""
         import sys
         import lamindb as ln
-        assert "annshard._loader" not in sys.modules, "annshard's loader imported too early"
+        assert "annshard._load._loader" not in sys.modules, "annshard's loader imported too early"
         record = ln.Collection.get(key={registered.key!r})
         loader = record.loader(batch_size=50)
         print(type(loader).__module__, loader.n_obs, sum(b.n_obs for b in loader))
@@ -50,7 +50,7 @@ def test_fresh_process_without_annshard_import(registered, subprocess_env):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     n = registered.meta_artifact.features.get_values()["annshard_n_obs"]
-    assert result.stdout.strip().splitlines()[-1] == f"annshard._loader {n} {n}"
+    assert result.stdout.strip().splitlines()[-1] == f"annshard._load._loader {n} {n}"
 
 
 def test_loader_survives_connect(registered, subprocess_env, tmp_path):

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import annshard
-from annshard._batch import Batch
+from annshard._load._batch import Batch
 
 
 def _check_batch(batch: Batch, built, loader, dense: bool = False) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 import annshard
 from annshard import CollectionFormatError, CorruptShardError
-from annshard._fetch import BlockReader
+from annshard._load._fetch import BlockReader
 
 from .conftest import build_collection
 

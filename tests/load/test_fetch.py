@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import annshard
-from annshard._fetch import BlockReader, DirectRuns, ShardRef
-from annshard._pool import BufferPool
+from annshard._load._fetch import BlockReader, DirectRuns
+from annshard._load._pool import BufferPool
+from annshard._load._union import ShardRef
 
 
 def _reader(built) -> BlockReader:
@@ -63,3 +64,23 @@ def test_runs_across_zarr_chunk_boundaries(coll):
     block = reader.read(np.array([[0, 0, n0], [1, 3, 400]], dtype=np.int64))
     assert block.n_rows == n0 + 397
     np.testing.assert_array_equal(block.data, coll.X[block.index].data)
+
+
+def test_one_read_order_for_the_reader_and_the_assembler(coll):
+    """The reader lays a block out in ``read_order``; ``block_order`` maps the plan's rows onto that layout."""
+    from annshard._load._assemble import block_order
+    from annshard._load._fetch import read_order
+
+    reader = _reader(coll)
+    chunks = _random_chunks(reader, np.random.default_rng(3), 30, 20)  # plan order: neither by shard nor by start
+    block = reader.read(chunks)
+    offsets = [ref.offset for ref in reader.shards]
+
+    def rows(cs: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.arange(offsets[s] + a, offsets[s] + b) for s, a, b in cs.tolist()])
+
+    np.testing.assert_array_equal(block.index, rows(chunks[read_order(chunks)]))
+    plan = block_order(chunks, shuffle=False, seed=0, epoch=0, part=0, block=0)
+    np.testing.assert_array_equal(block.index[plan], rows(chunks))
+    shuffled = block_order(chunks, shuffle=True, seed=0, epoch=0, part=0, block=0)
+    np.testing.assert_array_equal(np.sort(block.index[shuffled]), np.sort(rows(chunks)))

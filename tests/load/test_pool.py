@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 import annshard
-from annshard._pool import BufferPool
+from annshard._load._pool import BufferPool
 
 
 def test_reuses_a_released_buffer():

@@ -52,7 +52,7 @@ def bench(
     """Read ``epochs`` epochs and return the figures (cells/s, seconds to first batch, peak RSS in MB)."""
     from tqdm.auto import tqdm
 
-    from annshard._loader import Loader
+    from annshard._load import Loader
 
     t0 = time.perf_counter()
     loader = Loader(

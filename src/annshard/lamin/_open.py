@@ -29,7 +29,7 @@ from ._usage import record_use
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from annshard._loader import Loader
+    from annshard._load._loader import Loader
 
 __all__ = ["load_collection", "open_registered"]
 

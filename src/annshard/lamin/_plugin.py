@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from importlib.machinery import ModuleSpec
     from types import ModuleType
 
-    from annshard._loader import Loader
+    from annshard._load import Loader
 
 __all__ = ["install", "install_finder", "patch_collection_class"]
 

@@ -9,7 +9,7 @@ import numpy as np
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from annshard._loader import Loader
+    from annshard._load import Loader
 
 __all__ = ["check_resume"]
 

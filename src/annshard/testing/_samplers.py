@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from annshard._assemble import EpochStream
-from annshard._world import World
+from annshard._load._assemble import EpochStream
+from annshard._load._world import World
 from annshard.samplers import SamplerContext
 
 if TYPE_CHECKING:

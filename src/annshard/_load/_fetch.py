@@ -9,8 +9,11 @@ output buffer; with the zarrs pipeline the decoding runs in Rust threads,
 outside the GIL, which is what lets a background thread overlap reading with
 the consumer's work. Adjacent chunks are merged into one range first.
 
-The block comes back in *read order* (chunks sorted by shard and start) with
-every row's global index; :mod:`annshard._assemble` permutes it.
+The block comes back in *read order* with every row's global index;
+:mod:`annshard._load._assemble` permutes it. This module alone decides that
+order (:func:`read_order`: chunks sorted by shard, then start, so each shard's
+runs are contiguous and ascending, and touching runs merge); the assembler
+asks it rather than assuming it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import zarr
 
-from ._compat import (
+from annshard._compat import (
     zarr_chunk_key_encoder,
     zarr_chunk_projection,
     zarr_read_selection,
@@ -31,10 +34,10 @@ from ._compat import (
     zarrs_chunk_item,
     zarrs_pipeline_impl,
 )
-from ._config import zarr_config
-from ._errors import CorruptShardError
-from ._store._shard import open_shard_arrays
-from ._store._validate import check_indices, check_indptr
+from annshard._config import zarr_config
+from annshard._errors import CorruptShardError
+from annshard._store._shard import open_shard_arrays
+from annshard._store._validate import check_indices, check_indptr
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -42,9 +45,21 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
     from ._pool import BufferPool
-    from ._store._collection import Collection
+    from ._union import ShardRef
 
-__all__ = ["Block", "BlockReader", "RunsIndexer"]
+__all__ = ["Block", "BlockReader", "DirectRuns", "RunsIndexer", "read_order"]
+
+
+def read_order(chunks: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Return the order in which a block's ``chunks`` (``(n, 3)`` of shard, start, stop) are read.
+
+    By shard, then by start: each shard's runs come out contiguous and
+    ascending, so touching runs merge into one read. :meth:`BlockReader.read`
+    lays a block's rows out in this order, and
+    :func:`annshard._load._assemble.block_order` maps the block's output order
+    onto it.
+    """
+    return np.lexsort((chunks[:, 1], chunks[:, 0]))
 
 
 def _pieces(runs: NDArray[np.int64], chunk: int) -> Iterator[tuple[int, int, int, int]]:
@@ -189,21 +204,6 @@ class Block:
         return int(self.index.shape[0])
 
 
-@dataclass(frozen=True)
-class ShardRef:
-    """One shard among the loader's (possibly several) collections."""
-
-    collection: Collection
-    shard: int
-    offset: int
-    """Global index of the shard's first row (over all collections)."""
-
-    @property
-    def where(self) -> str:
-        """Human description for error messages."""
-        return f"collection {self.collection.path}, shard {self.collection.shards[self.shard].name}"
-
-
 class BlockReader:
     """Reads blocks of chunks from the shards of one or more collections.
 
@@ -271,7 +271,7 @@ class BlockReader:
             return self._arrays[key]
 
     def read(self, chunks: NDArray[np.int64], pool: BufferPool | None = None) -> Block:
-        """Read ``chunks`` (``(n, 3)`` of shard, start, stop), sorted by shard and start first.
+        """Read ``chunks`` (``(n, 3)`` of shard, start, stop), in :func:`read_order`.
 
         The block's values and gene indices are decoded into arrays from ``pool``
         (recycled buffers) when one is given.
@@ -281,7 +281,7 @@ class BlockReader:
         CorruptShardError
             If a shard cannot be read or decoded; the message names the collection, shard and rows.
         """
-        chunks = chunks[np.lexsort((chunks[:, 1], chunks[:, 0]))]
+        chunks = chunks[read_order(chunks)]
         shard_ids = np.unique(chunks[:, 0])
         lens = chunks[:, 2] - chunks[:, 1]
         n_rows = int(lens.sum())

@@ -25,15 +25,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._csr import row_gather
-from .samplers import epoch_rng
+from annshard._csr import row_gather
+from annshard.samplers import epoch_rng
+
+from ._fetch import Block, read_order
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
     from numpy.typing import NDArray
 
-    from ._fetch import Block
     from ._pool import BufferPool
     from ._world import World
 
@@ -104,7 +105,7 @@ class EpochStream:
 def block_order(
     chunks: NDArray[np.int64], *, shuffle: bool, seed: int, epoch: int, part: int, block: int
 ) -> NDArray[np.int64]:
-    """Row order of a block: positions in *read order* (chunks sorted by shard, start) of its output rows.
+    """Row order of a block: positions in *read order* (:func:`~annshard._load._fetch.read_order`) of its output rows.
 
     The output is defined on the plan order (the chunks' rows one after the
     other, as the sampler listed them), permuted when ``shuffle``; this does
@@ -112,7 +113,7 @@ def block_order(
     """
     lens = chunks[:, 2] - chunks[:, 1]
     n = int(lens.sum())
-    read = np.lexsort((chunks[:, 1], chunks[:, 0]))
+    read = read_order(chunks)
     read_lens = lens[read]
     read_start = np.empty_like(lens)
     read_start[read] = np.cumsum(read_lens) - read_lens
@@ -148,8 +149,6 @@ def _gather_one(
     *,
     index: NDArray[np.int64] | None = None,
 ) -> Block:
-    from ._fetch import Block
-
     if index is None:
         index = np.concatenate([b.index[r] for b, r in segments])
     first = segments[0][0]

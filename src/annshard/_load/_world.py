@@ -1,6 +1,6 @@
 """Rank, world size and DataLoader-worker arithmetic, in one value object.
 
-An epoch is a stream of rows (see :mod:`annshard._loader`). It is split first
+An epoch is a stream of rows (see :mod:`annshard._load._loader`). It is split first
 between ranks, then between the DataLoader workers of a rank, into contiguous
 parts. Ranks get ``floor(N / world_size)`` rows each, so every rank takes the
 same number of steps; the fewer than ``world_size`` rows left over are skipped

@@ -1,0 +1,135 @@
+"""One epoch's pipeline: two background stages between the shards and the consumer.
+
+Stage A (thread ``annshard-read``) reads and decodes the next preload block
+in read order (:class:`~annshard._load._fetch.BlockReader`, zarrs outside the
+GIL) and draws its row order (:func:`~annshard._load._assemble.block_order`).
+Stage B (thread ``annshard-gather``) cuts batches from the stream of blocks,
+gathering each batch's rows straight from the read-order blocks
+(:func:`~annshard._load._assemble.cut_batches`, one copy per value). Each
+stage is a :class:`~annshard._load._prefetch.Prefetcher` with a bounded
+number of results alive, so memory stays at about four blocks (being read,
+waiting, being cut, batches gathered ahead) plus the batches the consumer
+holds. Block and batch arrays come from two per-epoch
+:class:`~annshard._load._pool.BufferPool` s.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from ._assemble import block_order, cut_batches
+from ._fetch import BlockReader
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from ._assemble import EpochStream
+    from ._fetch import Block
+    from ._union import ShardRef
+
+__all__ = ["ProcessReader", "gathered_batches"]
+
+
+def gathered_batches(
+    stream: EpochStream,
+    reader: BlockReader,
+    *,
+    position: int,
+    shuffle: bool,
+    seed: int,
+    epoch: int,
+    part: int,
+    batch_size: int,
+    rows_per_block: int,
+    n_vars: int,
+    drop_last: bool,
+) -> Iterator[Block]:
+    """Yield ``stream``'s batches, from row ``position`` on, as blocks in stream order (not yet converted).
+
+    The stages start at the first ``next()``; closing the generator (or an
+    error in either stage, re-raised here) stops both threads.
+
+    Parameters
+    ----------
+    stream
+        This process's part of the epoch.
+    reader
+        Reads the blocks (with the layers and obsm arrays to gather along with ``X``).
+    position
+        Rows of the part already consumed (a resume): the stream starts after them.
+    shuffle
+        Whether each block's rows are permuted (the sampler's ``shuffle_blocks``).
+    seed, epoch, part
+        Seed the block permutations (with each block's number).
+    batch_size
+        Rows per batch.
+    rows_per_block
+        ``chunk_size * preload_nchunks``: sizes the batch stage's queue.
+    n_vars
+        Genes (the width of ``X`` and of the layers).
+    drop_last
+        Drop a final short batch.
+    """
+    # imported at the first epoch, as before the split (the prefetcher's atexit hook registers then)
+    from ._pool import BufferPool
+    from ._prefetch import Prefetcher
+
+    first, skip = stream.locate(position)
+
+    def read(b: int) -> tuple[Block, NDArray[np.int64]]:
+        # stage A (thread): decode the block in read order, draw its row order
+        chunks = stream.block(b)
+        block = reader.read(chunks, block_pool)
+        order = block_order(chunks, shuffle=shuffle, seed=seed, epoch=epoch, part=part, block=b)
+        return block, order[skip:] if b == first else order
+
+    per_block = max(1, rows_per_block // batch_size)
+    # recycled buffers (no fresh zeroed pages per block and batch): 2 arrays per block, at most 4 blocks
+    # alive; 3 per batch, the batches queued plus the consumer's and the one or two the user holds
+    arrays = 1 + len(reader.extras)  # X and each layer / obsm array
+    block_pool = BufferPool(max_buffers=2 * 4 * arrays)
+    batch_pool = BufferPool(max_buffers=3 * (per_block + 4) * arrays)
+    blocks = Prefetcher(range(first, stream.n_blocks), read, slots=2, name="annshard-read")
+    # stage B (thread): gather each batch's rows straight from the read-order blocks (one copy per value),
+    # then widen its gene indices; A and B run on different cores
+    cut = cut_batches(blocks, batch_size, n_vars=n_vars, drop_last=drop_last, pool=batch_pool)
+    batches = Prefetcher(cut, slots=per_block + 1, name="annshard-gather")
+    try:
+        for batch in batches:  # noqa: UP028 - `yield from` would close stage B before stage A
+            yield batch
+    finally:
+        blocks.close()  # first: stage B may be waiting on stage A
+        batches.close()
+
+
+class ProcessReader:
+    """The :class:`~annshard._load._fetch.BlockReader` of the calling process, rebuilt after a fork or unpickling.
+
+    A forked copy of a reader has its cached arrays but not the zarrs threads
+    behind them, so each process builds its own (building one reads nothing;
+    arrays open at the first read). A pickled copy carries no reader.
+    """
+
+    def __init__(self, shards: Sequence[ShardRef], *, element: str, threads: int, extras: Sequence[str]) -> None:
+        self._shards = list(shards)
+        self._element = element
+        self._threads = threads
+        self._extras = tuple(extras)
+        self._reader: BlockReader | None = None
+        self._pid = -1
+
+    def get(self) -> BlockReader:
+        """Return this process's reader."""
+        if self._reader is None or self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._reader = BlockReader(self._shards, element=self._element, threads=self._threads, extras=self._extras)
+        return self._reader
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_reader"] = None
+        return state
