@@ -228,7 +228,7 @@ class Loader:
 
     # -- iteration ---------------------------------------------------------------------------
     def world(self) -> World:
-        """Return the :class:`~annshard._load._world.World` of the calling process."""
+        """Return the :class:`~annshard.World` of the calling process."""
         return World.detect(rank=self._rank, world_size=self._world_size)
 
     def stream(self, epoch: int, world: World | None = None) -> EpochStream:

@@ -209,7 +209,7 @@ class ObsTable:
 
 @dataclass(frozen=True)
 class BatchMaker:
-    """Turns a gathered block (``X`` with its layers and obsm arrays) into the :class:`~annshard._load._batch.Batch` yielded.
+    """Turns a gathered block (``X`` with its layers and obsm arrays) into the :class:`~annshard.Batch` yielded.
 
     Attributes
     ----------
@@ -235,7 +235,7 @@ class BatchMaker:
     n_vars: int
 
     def __call__(self, block: Block, *, output: Output, dense: bool, device: str | None) -> Batch:
-        """Return ``block`` as a :class:`~annshard._load._batch.Batch` (``output``, ``dense``, ``device`` as in the Loader)."""
+        """Return ``block`` as a :class:`~annshard.Batch` (``output``, ``dense``, ``device`` as in the Loader)."""
         n_vars = self.n_vars
         x, index = convert(block, n_vars=n_vars, output=output, dense=dense, device=device)
         layers = {

@@ -3,7 +3,7 @@
 A :class:`~annshard.Loader` over several collections reads them as one
 collection whose shards are the first collection's, then the second's, and so
 on. A row's global index is its shard's offset (from each manifest's
-:attr:`~annshard._store._manifest.Manifest.shard_offsets`, shifted by the rows of the
+:attr:`~annshard.Manifest.shard_offsets`, shifted by the rows of the
 collections before) plus its row in the shard. The collections must agree on
 their genes (``var``), and every requested layer and obsm array must be in
 each of them, with one width; every shard must be on disk and its metadata
