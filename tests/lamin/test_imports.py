@@ -17,9 +17,7 @@ import pytest
 import annshard
 from annshard.lamin import register
 
-from .conftest import ANNDATA_PANDAS_WARNING, make_collection, run_python
-
-pytestmark = ANNDATA_PANDAS_WARNING
+from .conftest import make_collection, run_python
 
 SRC = Path(annshard.__file__).resolve().parent
 LAMIN = SRC / "lamin"
