@@ -275,3 +275,20 @@ def test_loader_class_under_250_lines():
 # -- py.typed ----------------------------------------------------------------------------------------
 def test_py_typed_ships():
     assert (SRC / "py.typed").is_file()
+
+
+def test_design_package_table_matches_the_tree():
+    """Every module and subpackage directly under ``src/annshard`` has a row in docs/design.md's package table, and
+    every row names something that exists."""
+    text = (ROOT / "docs" / "design.md").read_text()
+    table = text.split("## Package layout", 1)[1].split("\n## ", 1)[0]
+    rows = {
+        line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| `") and line.count("|") >= 3
+    }
+    named = {name.strip("`") for row in rows for name in row.split(", ")}
+    tree = {p.name + ("/" if p.is_dir() else "") for p in SRC.iterdir() if p.name != "__pycache__"}
+    tree -= {"__init__.py", "py.typed"}
+    top = {n.split("/", 1)[0] + "/" if "/" in n.rstrip("/") else n for n in named}
+    assert tree <= top, f"modules missing from docs/design.md's package table: {sorted(tree - top)}"
+    for name in named:
+        assert (SRC / name.rstrip("/")).exists(), f"docs/design.md's package table names {name}, which does not exist"
