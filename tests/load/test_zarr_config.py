@@ -98,7 +98,7 @@ def test_two_loaders_prefetching_at_once_leave_zarrs_config_as_it_was(many_shard
     if zarrs_usable():
         # and the reads went through zarrs, straight through its Rust pipeline, as before
         for loader in loaders:
-            reader = loader._block_reader()
+            reader = loader._reader.get()
             for key, arrays in reader._arrays.items():
                 pipeline = type(arrays.data._async_array.codec_pipeline)
                 assert f"{pipeline.__module__}.{pipeline.__name__}".startswith(ZARRS_PIPELINE.split(".")[0]), key
