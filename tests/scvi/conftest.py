@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import numpy as np
@@ -63,3 +66,20 @@ def collection_adata(coll):
     import anndata as ad
 
     return ad.concat([ad.read_zarr(coll.shard_path(i)) for i in range(len(coll.shards))])
+
+
+def run_script(tmp_path, name: str, source: str, args: list[str], env: dict[str, str]):
+    """Run ``source`` as the script ``tmp_path / name`` in a fresh interpreter; fail with its output if it fails."""
+    script = tmp_path / name
+    script.write_text(textwrap.dedent(source))
+    proc = subprocess.run(
+        [sys.executable, str(script), *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=800,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc

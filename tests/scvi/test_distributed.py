@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
+
+from .conftest import run_script
 
 pytest.importorskip("scvi")
 
@@ -57,20 +56,9 @@ with open(f"{out}/rank-{rows.rank}.json", "w") as f:
 
 
 def test_two_process_ddp_gives_each_rank_disjoint_rows_and_trains(signal_collection, tmp_path):
-    script = tmp_path / "ddp_scvi.py"
-    script.write_text(textwrap.dedent(SCRIPT))
     # gloo on the loopback interface only
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(script), str(signal_collection.path), str(tmp_path)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=800,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_script(tmp_path, "ddp_scvi.py", SCRIPT, [str(signal_collection.path), str(tmp_path)], env)
     ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)]
     train = set(ranks[0]["train_idx"])
     assert ranks[1]["train_idx"] == ranks[0]["train_idx"]  # the same seeded split in both processes

@@ -5,11 +5,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
+
+from .conftest import run_script
 
 # lamindb is only looked up, not imported: importing it here (at collection) would set up django in this
 # process before tests/lamin creates its instance
@@ -59,20 +58,9 @@ print("RESULT " + json.dumps(out))
 
 
 def test_registered_collection_trains_inside_track_and_the_run_records_it(signal_collection, tmp_path):
-    script = tmp_path / "train_registered.py"
-    script.write_text(textwrap.dedent(SCRIPT))
     env = {**os.environ, "LAMIN_SETTINGS_DIR": str(tmp_path / "lamin-settings"), "LAMIN_TESTING": "true"}
     env.pop("LAMIN_CURRENT_INSTANCE", None)
-    proc = subprocess.run(
-        [sys.executable, str(script), str(tmp_path), str(signal_collection.path)],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=800,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_script(tmp_path, "train_registered.py", SCRIPT, [str(tmp_path), str(signal_collection.path)], env)
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
     out = json.loads(line.removeprefix("RESULT "))
     assert out["inputs"] == [out["record"]]  # the collection is an input of the run
