@@ -15,6 +15,7 @@ this module, while lamindb itself is still being imported).
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
@@ -132,9 +133,15 @@ def zarr_chunk_projection(
     Checked against zarr 3.4.2 (positional fields: chunk coordinates, selection in the chunk,
     selection in the output, whether the chunk is read whole).
     """
+    return _chunk_projection_type()(chunk_coords, chunk_selection, out_selection, complete)
+
+
+@functools.cache
+def _chunk_projection_type() -> type:
+    # imported once: zarr_chunk_projection runs once per chunk piece of every fallback read
     from zarr.core.indexing import ChunkProjection
 
-    return ChunkProjection(chunk_coords, chunk_selection, out_selection, complete)
+    return ChunkProjection
 
 
 async def zarr_read_selection(array: zarr.Array, indexer: Any, out: np.ndarray) -> None:
