@@ -24,6 +24,7 @@ from annshard._store._atomic import append_dir, cleanup_append, commit_manifest,
 from annshard._store._collection import Collection, open_collection
 from annshard._store._lock import collection_lock
 
+from ._dask import resolve_client
 from ._layout import plan_layout
 from ._manifest import appended_manifest, check_source_uids, unique_names
 from ._matrices import plan_matrices_into
@@ -62,6 +63,8 @@ def append_collection(
     tmp_dir: str | os.PathLike[str] | None = None,
     lock_timeout: float = LOCK_TIMEOUT,
     source_uids: Mapping[str, str] | None = None,
+    client: Any = None,
+    scheduler: Literal["distributed"] | None = None,
 ) -> Collection:
     """Add sources to a collection as new shards, shuffled among themselves; existing shards are never rewritten.
 
@@ -97,6 +100,14 @@ def append_collection(
         ``0`` fails at once.
     source_uids
         lamindb artifact uid per source name, recorded as the sources' ``uid`` in the manifest.
+    client
+        A ``dask.distributed.Client``: the scatter and gather passes run as tasks on its workers
+        (``pip install 'annshard[dask]'``); the collection is byte-identical to the one written without
+        it. Sources must be paths every worker can read, and the output's parent a directory every worker
+        can write (the staging directory is the output's hidden sibling). ``memory_budget`` is then the
+        peak of one task; it must fit a worker's memory limit per thread.
+    scheduler
+        ``"distributed"``: use the current client (``distributed.get_client()``).
 
     Returns
     -------
@@ -138,6 +149,7 @@ def append_collection(
             obs_conflicts=obs_conflicts,
             tmp_dir=tmp_dir,
             source_uids=source_uids,
+            client=resolve_client(client, scheduler),
         )
 
 
@@ -152,6 +164,7 @@ def _append_locked(
     obs_conflicts: Literal["raise", "string"],
     tmp_dir: str | os.PathLike[str] | None,
     source_uids: Mapping[str, str] | None,
+    client: Any,
 ) -> Collection:
     """Append, under the collection's lock: the manifest read here is the committed one."""
     coll = open_collection(path)
@@ -203,7 +216,9 @@ def _append_locked(
                     workdir=workdir,
                     matrices=matrices,
                 )
-                shards = run_passes(layout, tmp, first_shard=_next_shard(m), show_progress=show_progress).shards
+                shards = run_passes(
+                    layout, tmp, first_shard=_next_shard(m), show_progress=show_progress, client=client, budget=budget
+                ).shards
                 for sh in shards:
                     move_into_place(tmp / sh.name, coll.path / sh.name)
                     moved.append(coll.path / sh.name)

@@ -63,6 +63,11 @@ class ValueStats:
                 return
             self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
 
+    def merge(self, other: ValueStats) -> None:
+        """Take another part's statistics into account (of the same source)."""
+        self.whole = self.whole and other.whole
+        self.lo, self.hi = min(self.lo, other.lo), max(self.hi, other.hi)
+
     def fits(self, dtype: np.dtype) -> bool:
         """Whether every value is stored exactly as ``dtype``."""
         info = np.iinfo(dtype)

@@ -84,20 +84,29 @@ def decode_strings(blob: bytes, lengths: np.ndarray) -> np.ndarray:
 
 
 def _load(layout: Layout, k: int, key: str, dtype: np.dtype | type, count: int | None = None) -> np.ndarray:
-    path = layout.file(k, key)
-    if not path.exists():
-        return np.empty(0, dtype=dtype)
-    arr = np.fromfile(path, dtype=dtype)
+    """Bucket ``k``'s items of ``key``: its file in every scatter part, concatenated in part order."""
+    dtype = np.dtype(dtype)
+    paths = layout.bucket_files(k, key)
+    sizes = [p.stat().st_size for p in paths]
+    if any(size % dtype.itemsize for size in sizes):
+        bad = next(p for p, size in zip(paths, sizes, strict=True) if size % dtype.itemsize)
+        msg = f"bucket file {bad} is cut mid-item; the temporary files were damaged"
+        raise OSError(msg)
+    arr = np.empty(sum(sizes) // dtype.itemsize, dtype=dtype)
+    view, at = memoryview(arr.view(np.uint8)), 0
+    for path, size in zip(paths, sizes, strict=True):
+        with path.open("rb") as f:
+            f.readinto(view[at : at + size])
+        at += size
     if count is not None and arr.shape[0] != count:
-        msg = f"bucket file {path} holds {arr.shape[0]} items, expected {count}; the temporary files were damaged"
+        msg = f"bucket {k}'s files {key} hold {arr.shape[0]} items, expected {count}; the temporary files were damaged"
         raise OSError(msg)
     return arr
 
 
 def _load_strings(layout: Layout, k: int, key: str, n: int) -> np.ndarray:
     lengths = _load(layout, k, f"{key}.len", np.int64, n)
-    path = layout.file(k, f"{key}.bytes")
-    blob = path.read_bytes() if path.exists() else b""
+    blob = b"".join(p.read_bytes() for p in layout.bucket_files(k, f"{key}.bytes"))
     return decode_strings(blob, lengths)
 
 
@@ -163,11 +172,19 @@ def gather(
 
 
 def gather_bucket(
-    layout: Layout, stored: Stored, k: int, root: zarr.Group, name: str, var_from: str | None = None
+    layout: Layout,
+    stored: Stored,
+    k: int,
+    root: zarr.Group,
+    name: str,
+    var_from: str | None = None,
+    *,
+    keep_files: bool = False,
 ) -> int:
     """Write bucket ``k`` as shard ``name`` of ``root``, delete its files, and return its number of stored values.
 
-    ``var_from`` names a shard of ``root`` written before, whose ``var`` is copied.
+    ``var_from`` names a shard of ``root`` written before, whose ``var`` is copied. ``keep_files``
+    keeps the bucket's files (a distributed gather task may be retried; the driver removes them).
     """
     X, obs = load_bucket(layout, k)
     # the layers and obsm arrays, permuted like X (the same generator, the same rows)
@@ -181,7 +198,7 @@ def gather_bucket(
         root, name, X=X, obs=obs, var=layout.genes.var, spec=stored.storage, var_from=src, matrices=matrices
     )
     del X, obs, matrices
-    for path in layout.workdir.glob(f"{k:05d}.*"):
+    for path in [] if keep_files else layout.workdir.glob(f"*/{k:05d}.*"):
         os.unlink(path)
     trim()
     return nnz

@@ -94,6 +94,10 @@ class Layout:
         """Bucket ``k``'s file for ``key``."""
         return self.workdir / f"{k:05d}.{key}"
 
+    def bucket_files(self, k: int, key: str) -> list[Path]:
+        """Bucket ``k``'s files for ``key`` in every scatter part (:func:`~._scatter.part_dir`), in part order."""
+        return sorted(p / f"{k:05d}.{key}" for p in self.workdir.iterdir() if (p / f"{k:05d}.{key}").exists())
+
     def rng(self, *stream: int) -> np.random.Generator:
         """Return an independent generator for ``stream`` under this write's seed and generation."""
         return np.random.default_rng([self.seed, self.generation, *stream])

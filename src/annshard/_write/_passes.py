@@ -51,11 +51,25 @@ def _progress(show: bool, total: int, desc: str) -> Any:
     return tqdm(total=total, desc=desc, unit="cells", unit_scale=True, disable=not show, leave=show)
 
 
-def run_passes(layout: Layout, root_path: Path, *, first_shard: int, show_progress: bool) -> Written:
-    """Scatter, settle how values are stored, gather the shards into ``root_path``; remove the bucket files."""
+def run_passes(
+    layout: Layout, root_path: Path, *, first_shard: int, show_progress: bool, client: Any = None, budget: int = 0
+) -> Written:
+    """Scatter, settle how values are stored, gather the shards into ``root_path``; remove the bucket files.
+
+    With a ``dask.distributed`` ``client``, both passes run as tasks on its workers (:mod:`._dask`,
+    ``budget``: the write's memory budget); the output is the same.
+    """
     import zarr
 
     layout.workdir.mkdir(parents=True, exist_ok=True)
+    if client is not None:
+        from ._dask import run_passes_dask
+
+        try:
+            stored, shards = run_passes_dask(layout, root_path, first_shard=first_shard, client=client, budget=budget)
+            return Written(stored, shards)
+        finally:
+            shutil.rmtree(layout.workdir, ignore_errors=True)
     if os.environ.get("ANNSHARD_NO_PIN") is None:
         pin_mmap_threshold()
     n = sum(layout.shard_rows)

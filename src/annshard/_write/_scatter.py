@@ -21,6 +21,8 @@ numbers and their range (:class:`Scattered`), from which the storage is settled.
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +36,7 @@ from ._memory import trim
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from annshard._store._manifest import StorageSpec
 
@@ -42,7 +45,18 @@ if TYPE_CHECKING:
     from ._plan import ColumnPlan
     from ._sources import Source
 
-__all__ = ["Scattered", "encode_strings", "reindex_block", "scatter"]
+__all__ = [
+    "ScatterTask",
+    "Scattered",
+    "TaskStats",
+    "encode_strings",
+    "merge_stats",
+    "part_dir",
+    "plan_scatter",
+    "reindex_block",
+    "scatter",
+    "scatter_task",
+]
 
 
 @dataclass(frozen=True)
@@ -150,34 +164,127 @@ def _draw(rng: np.random.Generator, colors: np.ndarray, n: int) -> np.ndarray:
     return rng.multivariate_hypergeometric(colors, n, method="marginals").astype(np.int64)
 
 
-def scatter(layout: Layout, *, progress: Callable[[int], None] | None = None) -> Scattered:
-    """Scatter all sources' rows into the layout's bucket files; return the value statistics it gathered."""
-    x_stats = [ValueStats() for _ in layout.sources]
-    m_stats = [[ValueStats() for _ in layout.sources] for _ in layout.matrices]
+@dataclass(frozen=True)
+class ScatterTask:
+    """One scatter task: rows ``start:stop`` (whole planned blocks) of source ``i``, into its own part directory.
+
+    Attributes
+    ----------
+    i
+        The source.
+    start, stop
+        Its row range (block-aligned).
+    first_block
+        The planned block ``start`` begins.
+    counts
+        Rows of each planned block that go to each bucket (``(n_blocks, K)``).
+    piece_rows
+        Rows read at once (at most a planned block: the task's memory budget).
+    """
+
+    i: int
+    start: int
+    stop: int
+    first_block: int
+    counts: np.ndarray
+    piece_rows: int
+
+
+def plan_scatter(layout: Layout, *, blocks_per_task: int | None = None, piece_rows: Any = None) -> list[ScatterTask]:
+    """Draw, centrally, how many rows of each planned block go to each bucket, and cut the sources into tasks.
+
+    The draws depend only on the layout (seed, generation, shard and block sizes), never on how the
+    rows are cut into tasks or read: ``blocks_per_task`` (default: a whole source per task) and
+    ``piece_rows`` (per source; default: the planned block) change the engine's work, not the output.
+    """
     rng = layout.rng(0)
     capacity = np.asarray(layout.shard_rows, dtype=np.int64)
-    for src in layout.sources:
-        src.close()
+    tasks = []
     for i, src in enumerate(layout.sources):
         src_counts = _draw(rng, capacity, src.n_obs)
         capacity -= src_counts
-        readers = [_ColumnReader(c, src, i) for c in layout.columns]
         step = layout.block_rows[i]
-        for start in range(0, src.n_obs, step):
-            stop = min(src.n_obs, start + step)
-            block_counts = _draw(rng, src_counts, stop - start)
-            src_counts -= block_counts
-            labels = np.repeat(np.arange(len(capacity), dtype=np.int32), block_counts)
-            rng.shuffle(labels)
-            stats = [x_stats[i], *(m[i] for m in m_stats)]
-            _scatter_block(layout, i, src, readers, start, stop, labels, block_counts, stats)
+        starts = list(range(0, src.n_obs, step))
+        counts = np.empty((len(starts), len(capacity)), dtype=np.int64)
+        for b, start in enumerate(starts):
+            counts[b] = _draw(rng, src_counts, min(src.n_obs, start + step) - start)
+            src_counts -= counts[b]
+        assert not src_counts.any(), "every row of a source is assigned"
+        per = len(starts) if blocks_per_task is None else max(1, blocks_per_task)
+        piece = step if piece_rows is None else max(1, min(step, int(piece_rows[i])))
+        for b0 in range(0, len(starts), per):
+            b1 = min(len(starts), b0 + per)
+            stop = min(src.n_obs, b1 * step)
+            tasks.append(ScatterTask(i, starts[b0], stop, b0, counts[b0:b1], piece))
+    return tasks
+
+
+def part_dir(layout: Layout, task: ScatterTask) -> Path:
+    """Return one task's directory of bucket files (parts sort by source, then row: the gather's order)."""
+    return layout.workdir / f"s{task.i:05d}-r{task.start:012d}"
+
+
+def scatter_task(layout: Layout, task: ScatterTask, progress: Callable[[int], None] | None = None) -> TaskStats:
+    """Scatter one task's rows into its part directory; return the source's value statistics it saw.
+
+    A planned block's bucket labels are a shuffle of its counts by a generator seeded from
+    ``(seed, generation, 2, source, block)``; its rows are read ``piece_rows`` at a time and each
+    bucket's rows are appended in source-row order, so a bucket's rows, concatenated over the parts
+    in order, are the same however the rows were cut into tasks and pieces.
+    """
+    src = layout.sources[task.i]
+    src.close()
+    part = dataclasses.replace(layout, workdir=part_dir(layout, task))
+    if part.workdir.exists():  # a retried task (its worker died): start its part over
+        shutil.rmtree(part.workdir)
+    part.workdir.mkdir(parents=True)
+    stats = [ValueStats() for _ in range(1 + len(layout.matrices))]
+    readers = [_ColumnReader(c, src, task.i) for c in layout.columns]
+    step = layout.block_rows[task.i]
+    k_all = np.arange(layout.n_buckets, dtype=np.int32)
+    for b, counts in enumerate(task.counts):
+        b_start = task.start + b * step
+        b_stop = min(task.stop, b_start + step)
+        labels = np.repeat(k_all, counts)
+        layout.rng(2, task.i, task.first_block + b).shuffle(labels)
+        for p0 in range(b_start, b_stop, task.piece_rows):
+            p1 = min(b_stop, p0 + task.piece_rows)
+            lab = labels[p0 - b_start : p1 - b_start]
+            piece_counts = np.bincount(lab, minlength=layout.n_buckets).astype(np.int64)
+            _scatter_block(part, task.i, src, readers, p0, p1, lab, piece_counts, stats)
             trim()
             if progress is not None:
-                progress(stop - start)
-        assert not src_counts.any(), "every row of a source is assigned"
-        src.close()  # drop the file's handle and its caches before the next source
-        trim()
-    return Scattered(tuple(x_stats), tuple(tuple(m) for m in m_stats))
+                progress(p1 - p0)
+    src.close()  # drop the file's handle and its caches before the next source
+    trim()
+    return TaskStats(task.i, stats[0], tuple(stats[1:]))
+
+
+@dataclass(frozen=True)
+class TaskStats:
+    """What one scatter task saw of source ``i``'s values: ``X``'s statistics, then each matrix's."""
+
+    i: int
+    x: ValueStats
+    matrices: tuple[ValueStats, ...]
+
+
+def merge_stats(layout: Layout, results: list[TaskStats]) -> Scattered:
+    """Combine the tasks' statistics per source (in any order: the merge is commutative)."""
+    x = [ValueStats() for _ in layout.sources]
+    m = [[ValueStats() for _ in layout.sources] for _ in layout.matrices]
+    for r in results:
+        x[r.i].merge(r.x)
+        for j, st in enumerate(r.matrices):
+            m[j][r.i].merge(st)
+    return Scattered(tuple(x), tuple(tuple(row) for row in m))
+
+
+def scatter(layout: Layout, *, progress: Callable[[int], None] | None = None) -> Scattered:
+    """Scatter all sources' rows into the layout's bucket files, one task per source, in this process."""
+    for src in layout.sources:
+        src.close()
+    return merge_stats(layout, [scatter_task(layout, t, progress) for t in plan_scatter(layout)])
 
 
 def _scatter_block(

@@ -43,6 +43,7 @@ from annshard._store._atomic import (
 from annshard._store._collection import Collection, open_collection
 from annshard._store._lock import LOCK_NAME
 
+from ._dask import resolve_client
 from ._layout import plan_layout
 from ._manifest import check_source_uids, new_manifest
 from ._matrices import plan_matrices
@@ -135,6 +136,8 @@ def write_collection(
     tmp_dir: str | os.PathLike[str] | None = None,
     lock_timeout: float = LOCK_TIMEOUT,
     source_uids: Mapping[str, str] | None = None,
+    client: Any = None,
+    scheduler: Literal["distributed"] | None = None,
 ) -> Collection:
     """Write sources into one globally shuffled, sharded collection, out of core.
 
@@ -198,6 +201,14 @@ def write_collection(
         With ``overwrite``: seconds to wait for a writer (an append) of the collection being replaced.
     source_uids
         lamindb artifact uid per source name, recorded as the sources' ``uid`` in the manifest.
+    client
+        A ``dask.distributed.Client``: the scatter and gather passes run as tasks on its workers
+        (``pip install 'annshard[dask]'``); the collection is byte-identical to the one written without
+        it. Sources must be paths every worker can read, and the output's parent a directory every worker
+        can write (the staging directory is the output's hidden sibling). ``memory_budget`` is then the
+        peak of one task; it must fit a worker's memory limit per thread.
+    scheduler
+        ``"distributed"``: use the current client (``distributed.get_client()``).
 
     Returns
     -------
@@ -233,6 +244,7 @@ def write_collection(
     path = Path(path)
     seed = _check_seed(seed)
     budget = parse_bytes(memory_budget)
+    client = resolve_client(client, scheduler)
     if obs_conflicts not in ("raise", "string"):
         msg = f"obs_conflicts must be 'raise' or 'string', not {obs_conflicts!r}"
         raise ValueError(msg)
@@ -280,7 +292,9 @@ def write_collection(
                     workdir=workdir,
                     matrices=matrices,
                 )
-                written = run_passes(layout, tmp, first_shard=0, show_progress=show_progress)
+                written = run_passes(
+                    layout, tmp, first_shard=0, show_progress=show_progress, client=client, budget=budget
+                )
                 manifest = new_manifest(
                     layout, written.stored, written.shards, join=join, layer=layer, budget=budget, uids=uids
                 )

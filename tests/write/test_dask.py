@@ -1,0 +1,105 @@
+"""Conversion on dask.distributed: byte-identical to the single-process writer, a small task graph."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+import annshard
+from annshard._write import _dask
+from annshard.testing import assert_identical_collections, make_adata
+
+distributed = pytest.importorskip("distributed")
+
+BUDGET = "3MB"  # several shards, several blocks per source
+STORAGE = {"chunk_elems": 2048, "shard_elems": 2**18}
+
+
+def _cluster(n: int):
+    return distributed.LocalCluster(
+        n_workers=n,
+        processes=True,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",  # loopback, any free port (None still serves HTTP on 8787)
+        worker_dashboard_address=None,
+    )
+
+
+@pytest.fixture(scope="module")
+def client2():
+    with _cluster(2) as cluster, distributed.Client(cluster, set_as_default=False) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dask-sources")
+    specs = [(2100, 0, "a"), (1300, 40, "b"), (900, 15, "c")]
+    paths = []
+    for j, (n, off, prefix) in enumerate(specs):
+        a = make_adata(n, 400, nnz_per_cell=60, seed=10 + j, gene_offset=off, obs_prefix=prefix)
+        a.write_h5ad(d / f"{prefix}.h5ad")
+        paths.append(d / f"{prefix}.h5ad")
+    return paths
+
+
+def _write(paths, out, **kw):
+    return annshard.write_collection(paths, out, seed=7, memory_budget=BUDGET, storage=STORAGE, **kw)
+
+
+@pytest.mark.parametrize("join", ["inner", "outer"])
+def test_two_workers_write_the_single_process_collection(sources, tmp_path, client2, join):
+    ref = _write(sources, tmp_path / "ref.zarr", join=join)
+    got = _write(sources, tmp_path / "dask.zarr", join=join, client=client2)
+    assert len(ref.shards) > 2
+    assert_identical_collections(ref.path, got.path)
+    # the graph: tasks per source range and per group of shards, never per row or chunk
+    counts = _dask.last_counts
+    assert counts is not None
+    assert len(sources) <= counts.scatter <= _dask.TASKS_PER_THREAD * 2 + len(sources)
+    assert counts.gather == min(len(ref.shards), _dask.TASKS_PER_THREAD * 2)
+    # staging is gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dask.zarr", "ref.zarr"]
+
+
+def test_append_on_dask_is_the_single_process_append(sources, tmp_path, client2):
+    base = _write(sources[:2], tmp_path / "base.zarr")
+    shutil.copytree(base.path, tmp_path / "a.zarr")
+    shutil.copytree(base.path, tmp_path / "b.zarr")
+    a = annshard.append_collection(tmp_path / "a.zarr", sources[2:], memory_budget=BUDGET)
+    b = annshard.append_collection(tmp_path / "b.zarr", sources[2:], memory_budget=BUDGET, client=client2)
+    assert len(b.shards) > len(base.shards)
+    assert_identical_collections(a.path, b.path)
+
+
+def test_one_worker_and_the_current_client(sources, tmp_path):
+    ref = _write(sources, tmp_path / "ref.zarr")
+    with _cluster(1) as cluster, distributed.Client(cluster):  # the current client
+        got = _write(sources, tmp_path / "dask.zarr", scheduler="distributed")
+    assert_identical_collections(ref.path, got.path)
+
+
+def test_partition_does_not_change_the_output(sources, tmp_path):
+    """Any cut of the rows into tasks and pieces, run in this process, writes the same collection."""
+    from annshard._write import _scatter
+
+    ref = _write(sources, tmp_path / "ref.zarr")
+    plan = _scatter.plan_scatter
+    try:
+        _scatter.plan_scatter = lambda layout, **kw: plan(layout, blocks_per_task=1, piece_rows=[97] * 3)
+        got = _write(sources, tmp_path / "cut.zarr")
+    finally:
+        _scatter.plan_scatter = plan
+    assert_identical_collections(ref.path, got.path)
+
+
+def test_in_memory_sources_and_bad_arguments_are_refused(tmp_path, client2):
+    with pytest.raises(ValueError, match="in-memory AnnData"):
+        annshard.write_collection([make_adata(50, 30, nnz_per_cell=5)], tmp_path / "x.zarr", client=client2)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="scheduler must be"):
+        annshard.write_collection([make_adata(50, 30, nnz_per_cell=5)], tmp_path / "x.zarr", scheduler="threads")
+    with pytest.raises(ValueError, match="exceeds a dask worker's memory share"):
+        _dask.task_budget(10**9, [{"memory_limit": 2 * 10**9, "nthreads": 4}])
