@@ -142,7 +142,7 @@ def _gather_remote(layout: Layout, stored: Stored, root_path: Path, ks: list[int
     pin_mmap_threshold()
     out = []
     with zarr_config():
-        root = zarr.open_group(root_path, mode="a", zarr_format=3)
+        root = zarr.open_group(root_path, mode="r+", zarr_format=3)  # never recreated by a task outliving its write
         for n, k in enumerate(ks):
             name = shard_name(first_shard + k)
             if (root_path / name).exists():  # a retried task (its worker died): write the shard again
@@ -189,6 +189,9 @@ def run_passes_dask(
     futures = [client.submit(_scatter_remote, layout, t, pure=False, retries=2) for t in tasks]
     stats = client.gather(futures)
     stored = settle_storage(layout, merge_stats(layout, stats))
+    import zarr
+
+    zarr.open_group(root_path, mode="a", zarr_format=3)  # the staging root, created by the driver alone
     groups = _groups(layout.n_buckets, TASKS_PER_THREAD * threads)
     futures = [
         client.submit(_gather_remote, layout, stored, root_path, ks, first_shard, pure=False, retries=2)

@@ -237,7 +237,7 @@ def scatter_task(layout: Layout, task: ScatterTask, progress: Callable[[int], No
     part = dataclasses.replace(layout, workdir=part_dir(layout, task))
     if part.workdir.exists():  # a retried task (its worker died): start its part over
         shutil.rmtree(part.workdir)
-    part.workdir.mkdir(parents=True)
+    part.workdir.mkdir()  # not its parents: a task outliving a failed write must not recreate its staging
     stats = [ValueStats() for _ in range(1 + len(layout.matrices))]
     readers = [_ColumnReader(c, src, task.i) for c in layout.columns]
     step = layout.block_rows[task.i]
