@@ -74,11 +74,23 @@ def test_append_on_dask_is_the_single_process_append(sources, tmp_path, client2)
     assert_identical_collections(a.path, b.path)
 
 
-def test_one_worker_and_the_current_client(sources, tmp_path):
+def test_the_current_client(sources, tmp_path, client2):
     ref = _write(sources, tmp_path / "ref.zarr")
-    with _cluster(1) as cluster, distributed.Client(cluster):  # the current client
+    with client2.as_current():
         got = _write(sources, tmp_path / "dask.zarr", scheduler="distributed")
     assert_identical_collections(ref.path, got.path)
+
+
+def test_cli_convert_on_one_local_worker_and_on_a_scheduler(sources, tmp_path, client2, capsys):
+    from annshard._cli import main
+
+    args = [*map(str, sources), "--seed", "7", "--memory-budget", BUDGET, "--quiet", "-o"]
+    assert main(["convert", *args, str(tmp_path / "ref.zarr")]) == 0
+    assert main(["convert", *args, str(tmp_path / "w1.zarr"), "--workers", "1"]) == 0
+    assert main(["convert", *args, str(tmp_path / "s.zarr"), "--scheduler", client2.scheduler.address]) == 0
+    assert_identical_collections(tmp_path / "ref.zarr", tmp_path / "w1.zarr")
+    assert_identical_collections(tmp_path / "ref.zarr", tmp_path / "s.zarr")
+    assert capsys.readouterr().out.count("4300 cells") == 3
 
 
 def test_partition_does_not_change_the_output(sources, tmp_path):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Iterator
 
 __all__ = ["add_parser", "run"]
 
@@ -59,6 +61,21 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         help="replace an existing collection at PATH (only a collection or an empty directory; never a source)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    engine = parser.add_mutually_exclusive_group()
+    engine.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="run the passes on this dask.distributed scheduler (tcp://host:port); needs annshard[dask], "
+        "sources and output on a file system every worker reaches; same collection as without it",
+    )
+    engine.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run the passes on a local dask cluster of N worker processes (loopback only; needs annshard[dask])",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,7 +85,55 @@ def run(args: argparse.Namespace) -> int:
     obs_columns = None if args.obs_columns is None else [c.strip() for c in args.obs_columns.split(",") if c.strip()]
     layers, obsm = (_names(v) for v in (args.layers, args.obsm))
     t0 = time.perf_counter()
-    coll = write_collection(
+    with _engine(args.scheduler, args.workers) as client:
+        coll = _write(write_collection, args, obs_columns, layers, obsm, client)
+    dt = time.perf_counter() - t0
+    print(
+        f"wrote {coll.path}: {coll.n_obs} cells x {coll.n_vars} genes in {len(coll.shards)} shards "
+        f"from {len(coll.sources)} sources (seed {coll.seed}, join {coll.join}) in {dt:.1f}s "
+        f"({coll.n_obs / max(dt, 1e-9):,.0f} cells/s)"
+    )
+    return 0
+
+
+@contextlib.contextmanager
+def _engine(scheduler: str | None, workers: int | None) -> Iterator[Any]:
+    """Yield a dask client for ``--scheduler`` / ``--workers`` (closed afterwards), or ``None``."""
+    if scheduler is None and workers is None:
+        yield None
+        return
+    try:
+        import distributed
+    except ImportError as e:
+        msg = "annshard convert: --scheduler/--workers need dask.distributed: pip install 'annshard[dask]'"
+        raise SystemExit(msg) from e
+    if workers is not None:
+        if workers < 1:
+            raise SystemExit(f"annshard convert: --workers must be at least 1, not {workers}")
+        with (
+            distributed.LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+            ) as cluster,
+            distributed.Client(cluster) as client,
+        ):
+            yield client
+        return
+    try:
+        client = distributed.Client(scheduler, timeout=30)
+    except (OSError, TimeoutError, ValueError) as e:
+        raise SystemExit(f"annshard convert: cannot reach the dask scheduler at {scheduler}: {e}") from e
+    with client:
+        yield client
+
+
+def _write(
+    write_collection: Any, args: argparse.Namespace, obs_columns: Any, layers: Any, obsm: Any, client: Any
+) -> Any:
+    return write_collection(
         args.sources,
         args.output,
         seed=args.seed,
@@ -82,15 +147,9 @@ def run(args: argparse.Namespace) -> int:
         dense=args.dense,
         obs_conflicts=args.obs_conflicts,
         overwrite=args.overwrite,
-        show_progress=not args.quiet,
+        show_progress=not args.quiet and client is None,
+        client=client,
     )
-    dt = time.perf_counter() - t0
-    print(
-        f"wrote {coll.path}: {coll.n_obs} cells x {coll.n_vars} genes in {len(coll.shards)} shards "
-        f"from {len(coll.sources)} sources (seed {coll.seed}, join {coll.join}) in {dt:.1f}s "
-        f"({coll.n_obs / max(dt, 1e-9):,.0f} cells/s)"
-    )
-    return 0
 
 
 def _names(value: str | None) -> list[str] | str | None:
