@@ -53,10 +53,11 @@ TASKS_PER_THREAD = 2
 
 @dataclasses.dataclass(frozen=True)
 class TaskCounts:
-    """How many tasks a distributed write submitted (the graph's size)."""
+    """How many tasks a distributed write submitted (the graph's size), and the bytes of the plan each carries."""
 
     scatter: int
     gather: int
+    plan_bytes: int = 0
 
 
 last_counts: TaskCounts | None = None
@@ -198,7 +199,9 @@ def run_passes_dask(
         for ks in groups
     ]
     nnzs = [nnz for part in client.gather(futures) for nnz in part]
-    last_counts = TaskCounts(scatter=len(tasks), gather=len(groups))
+    import cloudpickle
+
+    last_counts = TaskCounts(scatter=len(tasks), gather=len(groups), plan_bytes=len(cloudpickle.dumps(layout)))
     shards = tuple(
         ShardInfo(name=shard_name(first_shard + k), n_obs=rows, nnz=nnz, generation=layout.generation)
         for k, (rows, nnz) in enumerate(zip(layout.shard_rows, nnzs, strict=True))
