@@ -20,6 +20,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shutil
 import sys
 import tempfile
@@ -28,9 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from data import ensure_dataset
+HERE = Path(__file__).resolve().parent
+# this file's name is the dask package's: keep its directory off the import path, load data.py by file
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+_spec = importlib.util.spec_from_file_location("annshard_bench_data", HERE / "data.py")
+_data = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
+_spec.loader.exec_module(_data)  # type: ignore[union-attr]
+ensure_dataset = _data.ensure_dataset
 
 
 def _du(path: Path) -> int:
@@ -74,7 +79,7 @@ def _convert(paths: list[Path], out: Path, budget: str, n_workers: int) -> dict:
             wall = time.perf_counter() - t0
     times: dict[str, list[float]] = {"_scatter_remote": [], "_gather_remote": []}
     for rec in ts.data:
-        name = rec["key"].rsplit("-", 1)[0]
+        name = str(rec["key"]).split("-", 1)[0]  # "<function>-<uuid>"
         for part in rec["startstops"]:
             if part["action"] == "compute" and name in times:
                 times[name].append(part["stop"] - part["start"])
