@@ -115,3 +115,21 @@ def test_in_memory_sources_and_bad_arguments_are_refused(tmp_path, client2):
         annshard.write_collection([make_adata(50, 30, nnz_per_cell=5)], tmp_path / "x.zarr", scheduler="threads")
     with pytest.raises(ValueError, match="exceeds a dask worker's memory share"):
         _dask.task_budget(10**9, [{"memory_limit": 2 * 10**9, "nthreads": 4}])
+
+
+def test_a_source_error_on_a_worker_reaches_the_caller(tmp_path, client2):
+    import numpy as np
+
+    from annshard import SourceError
+
+    whole = make_adata(300, 50, nnz_per_cell=8, seed=1, obs_prefix="w")
+    half = make_adata(200, 50, nnz_per_cell=8, seed=2, obs_prefix="h")
+    half.X = half.X.astype(np.float64)
+    half.X.data += 0.5
+    whole.write_h5ad(tmp_path / "whole.h5ad")
+    half.write_h5ad(tmp_path / "half.h5ad")
+    coll = annshard.write_collection([tmp_path / "whole.h5ad"], tmp_path / "c.zarr", storage={"data_dtype": "int32"})
+    before = sorted(p.relative_to(coll.path) for p in coll.path.rglob("*"))
+    with pytest.raises(SourceError, match="half.h5ad"):
+        annshard.append_collection(coll, [tmp_path / "half.h5ad"], client=client2)
+    assert sorted(p.relative_to(coll.path) for p in coll.path.rglob("*")) == before

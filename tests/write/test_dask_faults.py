@@ -101,6 +101,7 @@ def test_a_killed_worker_changes_nothing(data, tmp_path, client):
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".o.zarr.annshard-tmp-*/.scatter/s*")) and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert t.is_alive(), "the write ended before a worker was killed"
     os.kill(pids[0], signal.SIGKILL)  # mid-scatter: its task is rescheduled on the other worker (or its restart)
     t.join(300)
     assert "error" not in result, result.get("error")

@@ -20,6 +20,10 @@ a gather task holds one bucket, which the layout sized to ``memory_budget`` in
 every engine (the shard size is part of the collection, so it cannot depend on
 the cluster): ``memory_budget`` larger than a worker's share is refused.
 
+Tasks are not retried on an exception (a source's bad values fail the same way again: the
+error, e.g. a :class:`~annshard.SourceError` naming the file, reaches the caller at once); a task
+whose worker dies is rescheduled by Dask (``distributed.scheduler.allowed-failures``).
+
 ``dask.distributed`` is imported only here, and only when a client is given.
 """
 
@@ -187,17 +191,14 @@ def run_passes_dask(
     for src in layout.sources:
         src.close()  # shipped closed: each task opens its source on its worker
     layout.workdir.mkdir(parents=True, exist_ok=True)
-    futures = [client.submit(_scatter_remote, layout, t, pure=False, retries=2) for t in tasks]
+    futures = [client.submit(_scatter_remote, layout, t, pure=False) for t in tasks]
     stats = client.gather(futures)
     stored = settle_storage(layout, merge_stats(layout, stats))
     import zarr
 
     zarr.open_group(root_path, mode="a", zarr_format=3)  # the staging root, created by the driver alone
     groups = _groups(layout.n_buckets, TASKS_PER_THREAD * threads)
-    futures = [
-        client.submit(_gather_remote, layout, stored, root_path, ks, first_shard, pure=False, retries=2)
-        for ks in groups
-    ]
+    futures = [client.submit(_gather_remote, layout, stored, root_path, ks, first_shard, pure=False) for ks in groups]
     nnzs = [nnz for part in client.gather(futures) for nnz in part]
     import cloudpickle
 
