@@ -81,6 +81,7 @@ def test_the_current_client(sources, tmp_path, client2):
     assert_identical_collections(ref.path, got.path)
 
 
+@pytest.mark.slow  # starts a cluster of its own
 def test_cli_convert_on_one_local_worker_and_on_a_scheduler(sources, tmp_path, client2, capsys):
     from annshard._cli import main
 
