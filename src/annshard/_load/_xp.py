@@ -133,7 +133,12 @@ class ArrayOps:
 
     def repeat(self, values: Any, counts: Any, total: int) -> Any:
         """Each of ``values`` repeated ``counts`` times (``total`` values in all)."""
-        return self.xp.repeat(values, counts)
+        xp = self.xp
+        if not self.on_gpu:
+            return xp.repeat(values, counts)
+        # cupy.repeat takes no array of counts: the run each output position falls in
+        ends = xp.cumsum(counts, dtype=np.int64)
+        return values[xp.searchsorted(ends, xp.arange(total, dtype=np.int64), side="right")]
 
     def arange(self, n: int) -> Any:
         """``0 .. n-1`` in ``int64``."""
