@@ -67,18 +67,23 @@ def _arrays(block: Block) -> list[np.ndarray]:
     return out
 
 
-def _rebuild(block: Block, arrays: list[Any]) -> DeviceBlock:
+def _layout(block: Block) -> tuple[bool, dict[str, bool]]:
+    """Which of a block's matrices are CSR: all :func:`_rebuild` needs (the host arrays can go back to their pool)."""
+    return block.indptr is not None, {k: b.indptr is not None for k, b in block.extras.items()}
+
+
+def _rebuild(layout: tuple[bool, dict[str, bool]], arrays: list[Any]) -> DeviceBlock:
     it = iter(arrays)
     index = next(it)
 
-    def one(b: Block) -> DeviceBlock:
-        if b.indptr is None:
+    def one(csr: bool) -> DeviceBlock:
+        if not csr:
             return DeviceBlock(index=index, indptr=None, data=next(it), indices=None)
         indptr, indices, data = next(it), next(it), next(it)
         return DeviceBlock(index=index, indptr=indptr, data=data, indices=indices)
 
-    out = one(block)
-    out.extras = {k: one(b) for k, b in block.extras.items()}
+    out = one(layout[0])
+    out.extras = {k: one(csr) for k, csr in layout[1].items()}
     return out
 
 
@@ -174,18 +179,18 @@ def device_batches(
     first, skip = stream.locate(position)
     block_pool = BufferPool(max_buffers=2 * 4 * (1 + len(reader.extras)))
 
-    def read(b: int) -> tuple[Block, Any]:
+    def read(b: int) -> tuple[Any, Any]:
         # the reading thread: decode on the host, draw the order, start the transfer (it overlaps the next decode)
         chunks = stream.block(b)
         block = reader.read(chunks, block_pool)
         order = block_order(chunks, shuffle=shuffle, seed=seed, epoch=epoch, part=part, block=b)
         order = np.ascontiguousarray(order[skip:] if b == first else order)
-        return block, ops.put([*_arrays(block), order])
+        return _layout(block), ops.put([*_arrays(block), order])
 
-    def moved(items: Iterable[tuple[Block, Any]]) -> Iterator[tuple[DeviceBlock, Any]]:
-        for block, handle in items:
+    def moved(items: Iterable[tuple[Any, Any]]) -> Iterator[tuple[DeviceBlock, Any]]:
+        for layout, handle in items:
             arrays = ops.ready(handle)
-            yield _rebuild(block, arrays[:-1]), arrays[-1]
+            yield _rebuild(layout, arrays[:-1]), arrays[-1]
 
     blocks = Prefetcher(range(first, stream.n_blocks), read, slots=2, name="annshard-read")
     try:
