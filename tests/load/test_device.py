@@ -160,3 +160,41 @@ def test_gather_defaults_and_errors(coll):
     with pytest.raises(ValueError, match="gather must be 'host', 'device' or None"):
         annshard.Loader(coll.path, gather="gpu")
     assert annshard.Loader(coll.path, gather="device").settings()["gather"] == "device"
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n_blocks=st.integers(1, 3),
+    rows=st.integers(1, 40),
+    wide=st.booleans(),
+    seed=st.integers(0, 2**16),
+    ops_name=st.sampled_from(["numpy", "torch"]),
+)
+def test_gather_device_equals_gather_rows(n_blocks, rows, wide, seed, ops_name):
+    """The gather itself, on blocks with gene indices up to 65,535 (uint16 past int16's range) or uint32."""
+    from annshard._load._assemble import gather_rows
+    from annshard._load._device import _arrays, _layout, _rebuild, gather_device
+    from annshard._load._fetch import Block
+    from annshard._load._xp import make_ops
+
+    rng = np.random.default_rng(seed)
+    n_vars = 2**17 if wide else 2**16
+    ops = make_ops("torch" if ops_name == "torch" else "scipy", None)
+    host, device = [], []
+    for b in range(n_blocks):
+        x = sp.random(rows, n_vars, density=20 / n_vars, format="csr", random_state=rng, dtype=np.float32)
+        block = Block(
+            index=np.arange(rows, dtype=np.int64) + 1000 * b,
+            indptr=x.indptr.astype(np.int64),
+            data=x.data,
+            indices=x.indices.astype(np.uint32 if wide else np.uint16),
+        )
+        order = rng.permutation(rows)[: rng.integers(1, rows + 1)].astype(np.int64)
+        arrays = ops.ready(ops.put([*_arrays(block), order]))
+        host.append((block, order))
+        device.append((_rebuild(_layout(block), arrays[:-1]), arrays[-1]))
+    want, got = gather_rows(host, n_vars), gather_device(ops, device, n_vars)
+    for field in ("index", "indptr", "indices", "data"):
+        a, b = getattr(want, field), ops.to_host(getattr(got, field))
+        assert a.dtype == b.dtype, field
+        np.testing.assert_array_equal(a, b, err_msg=field)

@@ -244,8 +244,16 @@ class TorchOps:
         return self.torch.arange(n, dtype=self.torch.int64, device=self.device)
 
     def astype(self, a: Any, dtype: np.dtype) -> Any:
-        """Cast ``a`` to numpy dtype ``dtype`` (no copy when it already is)."""
-        return a.to(self._dtype(dtype))
+        """Cast ``a`` to numpy dtype ``dtype`` (no copy when it already is).
+
+        Unsigned integers widen through a same-width signed view and a mask,
+        since torch's unsigned types have kernels for few operations.
+        """
+        torch, target = self.torch, self._dtype(dtype)
+        bits = {torch.uint16: (torch.int16, 16), torch.uint32: (torch.int32, 32)}.get(a.dtype)
+        if bits is not None and np.dtype(dtype).kind == "i" and np.dtype(dtype).itemsize * 8 > bits[1]:
+            return a.view(bits[0]).to(target) & ((1 << bits[1]) - 1)
+        return a.to(target)
 
     def scalar(self, a: Any) -> int:
         """Return a one-element tensor as a Python int (synchronises a GPU)."""
