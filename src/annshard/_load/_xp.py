@@ -165,6 +165,8 @@ class TorchOps:
         self.device = torch.device(device)
         self.on_gpu = self.device.type == "cuda"
         if self.on_gpu:
+            if self.device.index is None:  # the reading thread must use the consumer's device, not its own default
+                self.device = torch.device("cuda", torch.cuda.current_device())
             self._stream = torch.cuda.Stream(device=self.device)
 
             def alloc(n: int) -> tuple[np.ndarray, Any]:
