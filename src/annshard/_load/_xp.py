@@ -38,12 +38,11 @@ class _Staging:
         self._sets: list[dict[int, tuple[np.ndarray, Any]]] = [{}, {}]
         self._events: list[Any] = [None, None]
         self._turn = 0
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()  # held by the caller from begin() to end()
 
     def begin(self) -> int:
         """Take the next set of buffers, once its previous copy has completed."""
-        with self._lock:
-            turn, self._turn = self._turn, 1 - self._turn
+        turn, self._turn = self._turn, 1 - self._turn
         if self._events[turn] is not None:
             self._events[turn].synchronize()
         return turn
@@ -88,17 +87,18 @@ class ArrayOps:
         if not self.on_gpu:
             return arrays
         xp, stream = self.xp, self._stream
-        # device memory freed by the consumer's stream may be handed out again here: copy after its queued work
-        stream.wait_event(xp.cuda.get_current_stream().record())
-        turn = self._staging.begin()
-        out = []
-        for slot, a in enumerate(arrays):
-            host = self._staging.stage(turn, slot, a)
-            dev = xp.empty(a.nbytes, dtype=np.uint8)
-            dev.set(host[: a.nbytes], stream=stream)
-            out.append(dev.view(a.dtype).reshape(a.shape))
-        event = stream.record()
-        self._staging.end(turn, event)
+        with self._staging.lock:  # one block at a time (an epoch left early may still have its reader running)
+            # device memory freed by the consumer's stream may be handed out again here: copy after its queued work
+            stream.wait_event(xp.cuda.get_current_stream().record())
+            turn = self._staging.begin()
+            out = []
+            for slot, a in enumerate(arrays):
+                host = self._staging.stage(turn, slot, a)
+                dev = xp.empty(a.nbytes, dtype=np.uint8)
+                dev.set(host[: a.nbytes], stream=stream)
+                out.append(dev.view(a.dtype).reshape(a.shape))
+            event = stream.record()
+            self._staging.end(turn, event)
         return out, event
 
     def ready(self, handle: Any) -> list[Any]:
@@ -189,16 +189,17 @@ class TorchOps:
                 dev.copy_(torch.from_numpy(np.ascontiguousarray(a).reshape(-1).view(np.uint8)))
                 out.append(dev.view(self._dtype(a.dtype)).reshape(a.shape))
             return out, None
-        turn = self._staging.begin()
-        out = []
-        with torch.cuda.stream(self._stream):
-            for slot, a in enumerate(arrays):
-                host = self._staging.stage(turn, slot, a)
-                dev = torch.empty(a.nbytes, dtype=torch.uint8, device=self.device)
-                dev.copy_(host[: a.nbytes], non_blocking=True)
-                out.append(dev.view(self._dtype(a.dtype)).reshape(a.shape))
-            event = self._stream.record_event()
-        self._staging.end(turn, event)
+        with self._staging.lock:  # one block at a time (an epoch left early may still have its reader running)
+            turn = self._staging.begin()
+            out = []
+            with torch.cuda.stream(self._stream):
+                for slot, a in enumerate(arrays):
+                    host = self._staging.stage(turn, slot, a)
+                    dev = torch.empty(a.nbytes, dtype=torch.uint8, device=self.device)
+                    dev.copy_(host[: a.nbytes], non_blocking=True)
+                    out.append(dev.view(self._dtype(a.dtype)).reshape(a.shape))
+                event = self._stream.record_event()
+            self._staging.end(turn, event)
         return out, event
 
     def ready(self, handle: Any) -> list[Any]:
