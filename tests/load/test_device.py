@@ -201,3 +201,37 @@ def test_gather_device_equals_gather_rows(n_blocks, rows, wide, seed, ops_name):
         a, b = getattr(want, field), ops.to_host(getattr(got, field))
         assert a.dtype == b.dtype, field
         np.testing.assert_array_equal(a, b, err_msg=field)
+
+
+def test_staging_buffers_alternate_grow_and_wait_for_their_copy():
+    """The pinned staging of a CUDA put, with plain host buffers: two sets in turn, each reused after its copy's event."""
+    from annshard._load._xp import _Staging
+
+    class Copy:  # stands in for the CUDA event of one block's copies
+        def __init__(self):
+            self.waited = False
+
+        def synchronize(self):
+            self.waited = True
+
+    made = []
+
+    def alloc(n):
+        buf = np.empty(n, dtype=np.uint8)
+        made.append(n)
+        return buf, buf
+
+    staging = _Staging(alloc)
+    backing, events = [], []
+    for i, n in enumerate([1000, 1000, 900, 1000, 5000]):  # the last outgrows its set's buffer
+        with staging.lock:
+            turn = staging.begin()
+            a = np.arange(n, dtype=np.int32) + i
+            b = staging.stage(turn, 0, a)
+            np.testing.assert_array_equal(b[: a.nbytes].view(np.int32), a)
+            events.append(Copy())
+            staging.end(turn, events[-1])
+        backing.append(b)
+    assert [e.waited for e in events] == [True, True, True, False, False]  # each set waited for its previous copy
+    assert backing[0] is backing[2] and backing[1] is backing[3] and backing[0] is not backing[1]
+    assert backing[4] is not backing[2] and made == [4500, 4500, 22500]  # 1/8 slack; grown once
