@@ -22,6 +22,7 @@ from annshard.samplers import Sampler, SamplerContext, get_sampler
 
 from ._assemble import EpochStream
 from ._cursor import EpochCursor
+from ._device import DeviceBatchMaker, ProcessOps, device_batches, uses_device_gather
 from ._output import OUTPUTS, BatchMaker, ObsTable, Output
 from ._pipeline import ProcessReader, gathered_batches
 from ._union import CollectionUnion
@@ -83,8 +84,11 @@ class Loader:
         ``dense=True``) or ``"cupy"``.
     dense
         For ``"torch"`` / ``"cupy"``: densify (on the device when ``device`` is a GPU).
-    device
-        For ``"torch"``: where tensors go, e.g. ``"cuda"`` (pinned memory, non-blocking copies).
+    device, gather
+        ``device="cuda"`` (``"torch"`` / ``"cupy"``) is a GPU *preload*: each decoded block goes to the GPU in one
+        transfer per array (pinned buffers, a CUDA stream overlapping the next decode), is shuffled and cut into
+        batches there (``gather="device"``, the default unless ``device`` is the CPU); X, layers, obsm, obs codes and
+        index are device arrays. ``gather="host"`` gathers on the CPU and copies each batch to ``device``.
     drop_last
         Drop the final batch of an epoch when it is short.
     seed
@@ -128,6 +132,7 @@ class Loader:
         output: Output = "scipy",
         dense: bool = False,
         device: str | None = None,
+        gather: str | None = None,
         drop_last: bool = False,
         seed: int = 0,
         rank: int | None = None,
@@ -142,7 +147,8 @@ class Loader:
         self.collections = union.collections
         self.layer = layer
         self.dense = bool(dense)
-        self.device = device
+        self.device, self.gather = device, gather
+        self._ops = ProcessOps(output, device) if uses_device_gather(gather, output, device) else None
         self.drop_last = bool(drop_last)
         self.seed = int(seed)
         self._rank, self._world_size = rank, world_size
@@ -195,6 +201,7 @@ class Loader:
             "output": self.output,
             "dense": self.dense,
             "device": self.device,
+            "gather": self.gather,
             "drop_last": self.drop_last,
             "read_threads": self.read_threads,
         }
@@ -246,22 +253,16 @@ class Loader:
         return self._epoch_batches(world, *self._cursor.start(_worker(world)))
 
     def _epoch_batches(self, world: World, epoch: int, position: int) -> Iterator[Batch]:
-        parts = gathered_batches(
-            self.stream(epoch, world),
-            self._reader.get(),
-            position=position,
-            shuffle=self.sampler.shuffle_blocks,
-            seed=self.seed,
-            epoch=epoch,
-            part=world.part,
-            batch_size=self.batch_size,
-            rows_per_block=self.chunk_size * self.preload_nchunks,
-            n_vars=self.n_vars,
-            drop_last=self.drop_last,
-        )
+        kw: dict[str, Any] = {"position": position, "epoch": epoch, "n_vars": self.n_vars, "drop_last": self.drop_last}
+        kw.update(shuffle=self.sampler.shuffle_blocks, seed=self.seed, part=world.part, batch_size=self.batch_size)
+        stream, reader, make = self.stream(epoch, world), self._reader.get(), self._make
+        if self._ops is None:
+            parts = gathered_batches(stream, reader, rows_per_block=self.chunk_size * self.preload_nchunks, **kw)
+        else:  # device preload (annshard._load._device)
+            parts, make = device_batches(stream, reader, self._ops.get(), **kw), DeviceBatchMaker(make, self._ops)
         try:
             for part in parts:
-                batch = self._make(part, output=self.output, dense=self.dense, device=self.device)
+                batch = make(part, output=self.output, dense=self.dense, device=self.device)
                 self._cursor.advance(batch.n_obs)
                 yield batch
         finally:

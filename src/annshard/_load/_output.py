@@ -3,9 +3,10 @@
 ``scipy`` gives a CSR matrix with ``int32`` indices, ``numpy`` a dense array.
 ``torch`` gives a ``torch.sparse_csr_tensor`` (or a dense tensor with
 ``dense=True``) and ``cupy`` a ``cupyx.scipy.sparse.csr_matrix`` (or a dense
-``cupy.ndarray``). With ``device="cuda"`` the CSR parts are copied from pinned
-host memory with non-blocking copies and densified on the GPU, never on the
-CPU: the transfer stays sparse.
+``cupy.ndarray``). With ``device="cuda", gather="host"`` the CSR parts are copied
+from pinned host memory with non-blocking copies and densified on the GPU, never
+on the CPU: the transfer stays sparse. (By default ``device="cuda"`` gathers on
+the device instead: :mod:`annshard._load._device`.)
 
 obs columns are held in memory (:class:`ObsTable`): the requested columns of
 every shard are read once, when the loader is built: categorical columns
