@@ -5,7 +5,9 @@ in read order (:class:`~annshard._load._fetch.BlockReader`, zarrs outside the
 GIL) and draws its row order (:func:`~annshard._load._assemble.block_order`).
 Stage B (thread ``annshard-gather``) cuts batches from the stream of blocks,
 gathering each batch's rows straight from the read-order blocks
-(:func:`~annshard._load._assemble.cut_batches`, one copy per value). Each
+(:func:`~annshard._load._assemble.cut_batches`, one copy per value), split
+between itself and ``gather_threads - 1`` helper threads (``annshard-gather_<i>``)
+that copy pieces of the same batch (scipy's row gather releases the GIL). Each
 stage is a :class:`~annshard._load._prefetch.Prefetcher` with a bounded
 number of results alive, so memory stays at about four blocks (being read,
 waiting, being cut, batches gathered ahead) plus the batches the consumer
@@ -47,6 +49,7 @@ def gathered_batches(
     rows_per_block: int,
     n_vars: int,
     drop_last: bool,
+    gather_threads: int = 1,
 ) -> Iterator[Block]:
     """Yield ``stream``'s batches, from row ``position`` on, as blocks in stream order (not yet converted).
 
@@ -73,6 +76,9 @@ def gathered_batches(
         Genes (the width of ``X`` and of the layers).
     drop_last
         Drop a final short batch.
+    gather_threads
+        Threads copying each batch's rows (stage B and ``gather_threads - 1`` helpers,
+        threads ``annshard-gather_<i>``, started here and joined when the stages stop).
     """
     # imported at the first epoch, as before the split (the prefetcher's atexit hook registers then)
     from ._pool import BufferPool
@@ -96,7 +102,13 @@ def gathered_batches(
     blocks = Prefetcher(range(first, stream.n_blocks), read, slots=2, name="annshard-read")
     # stage B (thread): gather each batch's rows straight from the read-order blocks (one copy per value),
     # then widen its gene indices; A and B run on different cores
-    cut = cut_batches(blocks, batch_size, n_vars=n_vars, drop_last=drop_last, pool=batch_pool)
+    helpers = None
+    if gather_threads > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        helpers = ThreadPoolExecutor(gather_threads - 1, thread_name_prefix="annshard-gather")
+    workers = None if helpers is None else (helpers, gather_threads)
+    cut = cut_batches(blocks, batch_size, n_vars=n_vars, drop_last=drop_last, pool=batch_pool, workers=workers)
     batches = Prefetcher(cut, slots=per_block + 1, name="annshard-gather")
     try:
         for batch in batches:  # noqa: UP028 - `yield from` would close stage B before stage A
@@ -104,6 +116,8 @@ def gathered_batches(
     finally:
         blocks.close()  # first: stage B may be waiting on stage A
         batches.close()
+        if helpers is not None:
+            helpers.shutdown(wait=True)  # after stage B: it may still be handing them a batch's pieces
 
 
 class ProcessReader:
