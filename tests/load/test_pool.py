@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import mmap
 
 import numpy as np
 import scipy.sparse as sp
@@ -37,6 +38,29 @@ def test_held_views_and_derived_objects_keep_a_buffer():
         other2[:] = -1
         del other, other2
     assert m.data.tolist() == [1.0] * 10 and m.indices.tolist() == list(range(10))
+
+
+def _mapped(a: np.ndarray) -> bool:
+    owner = a.base.base  # the view's buffer, then what holds its memory
+    return isinstance(getattr(owner, "obj", owner), mmap.mmap)
+
+
+def test_large_buffers_are_plain_page_maps_and_are_reused():
+    # numpy asks for huge pages on arrays of 4 MiB or more; faulting those in cost the first epoch ~1 s of kernel time
+    pool = BufferPool(max_buffers=4)
+    small = pool.empty(1000, np.float32)
+    big = pool.empty(2_000_000, np.float32)  # 8 MB
+    assert not _mapped(small)
+    assert _mapped(big) and big.flags.writeable and big.shape == (2_000_000,)
+    big[:] = 3
+    keep = big[:10]
+    addr = big.__array_interface__["data"][0]
+    del big
+    assert pool.empty(2_000_000, np.float32).__array_interface__["data"][0] != addr  # a view still holds it
+    assert keep.tolist() == [3.0] * 10
+    del keep
+    gc.collect()
+    assert pool.empty(1_900_000, np.float32).__array_interface__["data"][0] == addr
 
 
 def test_dtype_and_size_rules():
