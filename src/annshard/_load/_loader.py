@@ -260,6 +260,7 @@ class Loader:
             n_vars=self.n_vars,
             drop_last=self.drop_last,
             gather_threads=gather_threads(self.read_threads),
+            pools=self._reader.pools(max(1, self.chunk_size * self.preload_nchunks // self.batch_size)),
         )
         try:
             for part in parts:

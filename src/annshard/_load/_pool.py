@@ -38,7 +38,7 @@ _MAPPED = 1 << 22  # from this size on (numpy's huge-page threshold), buffers ar
 
 
 def _allocate(n: int, dtype: np.dtype) -> np.ndarray:
-    """An uninitialised 1-D array of ``n`` elements; large ones in their own anonymous map (no huge-page request)."""
+    """Return an uninitialised 1-D array of ``n`` elements; large ones in their own anonymous map (no huge-page request)."""
     nbytes = n * dtype.itemsize
     if nbytes < _MAPPED:
         return np.empty(n, dtype=dtype)
