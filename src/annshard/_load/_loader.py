@@ -20,7 +20,7 @@ import numpy as np
 
 from annshard.samplers import Sampler, SamplerContext, get_sampler
 
-from ._assemble import EpochStream, gather_threads
+from ._assemble import EpochStream
 from ._cursor import EpochCursor
 from ._output import OUTPUTS, BatchMaker, ObsTable, Output
 from ._pipeline import ProcessReader, gathered_batches
@@ -102,8 +102,7 @@ class Loader:
         pipeline (``docs/performance.md``). Use 1 inside DataLoader workers. Workers
         started by ``fork`` from a process that had used zarrs decode through
         zarr-python's own pipeline instead (zarrs' threads do not survive a fork);
-        ``spawn``/``forkserver`` workers keep zarrs. It also sets the threads
-        copying batch rows: 2 for every 5 decode threads, at least 1.
+        ``spawn``/``forkserver`` workers keep zarrs; it also sets the gather threads (2 per 5 decode threads).
 
     Examples
     --------
@@ -259,7 +258,6 @@ class Loader:
             rows_per_block=self.chunk_size * self.preload_nchunks,
             n_vars=self.n_vars,
             drop_last=self.drop_last,
-            gather_threads=gather_threads(self.read_threads),
             pools=self._reader.pools(max(1, self.chunk_size * self.preload_nchunks // self.batch_size)),
         )
         try:

@@ -21,6 +21,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from ._assemble import block_order, cut_batches
+from ._assemble import gather_threads as threads_for
 from ._fetch import BlockReader
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def gathered_batches(
     rows_per_block: int,
     n_vars: int,
     drop_last: bool,
-    gather_threads: int = 1,
+    gather_threads: int | None = None,
     pools: tuple[BufferPool, BufferPool] | None = None,
 ) -> Iterator[Block]:
     """Yield ``stream``'s batches, from row ``position`` on, as blocks in stream order (not yet converted).
@@ -89,7 +90,8 @@ def gathered_batches(
     drop_last
         Drop a final short batch.
     gather_threads
-        Threads copying each batch's rows (stage B and ``gather_threads - 1`` helpers,
+        Threads copying each batch's rows (default: :func:`~annshard._load._assemble.gather_threads`
+        of the reader's decode threads; stage B and ``gather_threads - 1`` helpers,
         threads ``annshard-gather_<i>``, started here and joined when the stages stop).
     pools
         The block and batch buffer pools (:meth:`ProcessReader.pools`: kept from one
@@ -113,6 +115,8 @@ def gathered_batches(
     # stage B (thread): gather each batch's rows straight from the read-order blocks (one copy per value),
     # then widen its gene indices; A and B run on different cores
     helpers = None
+    if gather_threads is None:
+        gather_threads = threads_for(reader.threads or 1)
     if gather_threads > 1:
         from concurrent.futures import ThreadPoolExecutor
 
