@@ -113,7 +113,7 @@ def gathered_batches(
     block_pool, batch_pool = pools or new_pools(len(reader.extras), per_block)
     blocks = Prefetcher(range(first, stream.n_blocks), read, slots=2, name="annshard-read")
     # stage B (thread): gather each batch's rows straight from the read-order blocks (one copy per value),
-    # then widen its gene indices; A and B run on different cores
+    # widening each piece's gene indices after its copy, on gather_threads threads; A and B run on different cores
     helpers = None
     if gather_threads is None:
         gather_threads = threads_for(reader.threads or 1)
