@@ -98,3 +98,20 @@ def test_batches_kept_by_the_user_are_never_overwritten(coll):
         np.testing.assert_array_equal(d, d2)
         np.testing.assert_array_equal(i, i2)
         np.testing.assert_array_equal(p, p2)
+
+
+def test_pools_are_kept_from_one_epoch_to_the_next(coll):
+    import pickle
+
+    loader = annshard.Loader(coll.path, batch_size=128, chunk_size=8, preload_nchunks=6, seed=3, read_threads=1)
+    first = [b.X.copy() for b in loader]
+    blocks, batches = loader._reader._pools
+    allocated = blocks.allocated + batches.allocated
+    second_run = []
+    for b in loader:  # the next epoch: the same pools, their buffers reused
+        second_run.append(b.X.copy())
+    assert loader._reader._pools == (blocks, batches)
+    # buffers left from the first epoch serve the second: it allocates fewer than the first did
+    assert blocks.allocated + batches.allocated - allocated < allocated
+    assert len(first) == len(second_run)
+    assert pickle.loads(pickle.dumps(loader))._reader._pools is None  # never pickled
