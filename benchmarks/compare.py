@@ -222,7 +222,8 @@ def stage_cpu(run: dict[str, Any]) -> dict[str, float]:
     stages = {
         "A_read": py.pop("annshard-read", 0.0) * per_1k,
         "A_decode": t["native_s"] * per_1k,
-        "B_gather": py.pop("annshard-gather", 0.0) * per_1k,
+        # stage B's thread and its helpers (annshard-gather_<i>, gather_threads(read_threads) - 1 of them)
+        "B_gather": sum(py.pop(n) for n in [n for n in py if n.startswith("annshard-gather")]) * per_1k,
         "consumer": py.pop("MainThread", 0.0) * per_1k,
     }
     stages["A"] = stages["A_read"] + stages["A_decode"]
@@ -237,12 +238,14 @@ def ceilings(st: dict[str, float], cores: int) -> dict[str, float]:
     def cap(us_per_cell: float, n: float) -> float:
         return n * 1e6 / us_per_cell if us_per_cell > 0 else float("inf")
 
+    from annshard._load._assemble import gather_threads
+
     decode_cores = max(1, cores - 1)
     c = {
         "A_read": cap(st["A_read"], 1),
         "A_decode": cap(st["A_decode"], decode_cores),
         "A": cap(st["A_read"] + st["A_decode"] / decode_cores, 1),
-        "B_gather": cap(st["B_gather"], 1),
+        "B_gather": cap(st["B_gather"], gather_threads(decode_cores)),
         "consumer": cap(st["consumer"], 1),
         "other": cap(st["other"], 1),
         "all": cap(st["all"], cores),
@@ -252,7 +255,8 @@ def ceilings(st: dict[str, float], cores: int) -> dict[str, float]:
 
 
 CEILING_ASSUMPTIONS = (
-    "ceilings assume: the read thread, the gather thread and the consumer are one thread each (<= 1 core each); "
+    "ceilings assume: the read thread and the consumer are one thread each (<= 1 core each); stage B's gather "
+    "runs on gather_threads(read_threads) threads (2 per 5 decode threads); "
     "zarrs' decode scales with read_threads = N-1 cores; within stage A the read thread waits while zarrs decodes "
     "its block, so A caps at 1 / (read + decode / (N-1)); the process as a whole at N cores / all CPU per cell; "
     "the pipeline at the lowest of these. Figures: cells/s."

@@ -38,6 +38,7 @@ def test_bench_prints_figures(small, capsys):
     assert rc == 0
     assert "cells/s" in out and "peak RSS" in out and "first batch" in out
     assert "1800 in" in out
+    assert "epochs          first " in out and "later " in out  # the first epoch (from construction) vs the second
 
 
 def test_bench_json(small, capsys):
@@ -45,6 +46,7 @@ def test_bench_json(small, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["cells"] >= 450 and res["cells_per_s"] > 0 and res["peak_rss_mb"] > 0
     assert res["settings"]["batch_size"] == 100
+    assert len(res["epoch_s"]) == 1 and res["epoch_s"][0] > 0
 
 
 def test_bench_bad_path(tmp_path, capsys):

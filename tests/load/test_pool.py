@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import mmap
 
 import numpy as np
 import scipy.sparse as sp
@@ -37,6 +38,29 @@ def test_held_views_and_derived_objects_keep_a_buffer():
         other2[:] = -1
         del other, other2
     assert m.data.tolist() == [1.0] * 10 and m.indices.tolist() == list(range(10))
+
+
+def _mapped(a: np.ndarray) -> bool:
+    owner = a.base.base  # the view's buffer, then what holds its memory
+    return isinstance(getattr(owner, "obj", owner), mmap.mmap)
+
+
+def test_large_buffers_are_plain_page_maps_and_are_reused():
+    # numpy asks for huge pages on arrays of 4 MiB or more; faulting those in cost the first epoch ~1 s of kernel time
+    pool = BufferPool(max_buffers=4)
+    small = pool.empty(1000, np.float32)
+    big = pool.empty(2_000_000, np.float32)  # 8 MB
+    assert not _mapped(small)
+    assert _mapped(big) and big.flags.writeable and big.shape == (2_000_000,)
+    big[:] = 3
+    keep = big[:10]
+    addr = big.__array_interface__["data"][0]
+    del big
+    assert pool.empty(2_000_000, np.float32).__array_interface__["data"][0] != addr  # a view still holds it
+    assert keep.tolist() == [3.0] * 10
+    del keep
+    gc.collect()
+    assert pool.empty(1_900_000, np.float32).__array_interface__["data"][0] == addr
 
 
 def test_dtype_and_size_rules():
@@ -74,3 +98,20 @@ def test_batches_kept_by_the_user_are_never_overwritten(coll):
         np.testing.assert_array_equal(d, d2)
         np.testing.assert_array_equal(i, i2)
         np.testing.assert_array_equal(p, p2)
+
+
+def test_pools_are_kept_from_one_epoch_to_the_next(coll):
+    import pickle
+
+    loader = annshard.Loader(coll.path, batch_size=128, chunk_size=8, preload_nchunks=6, seed=3, read_threads=1)
+    first = [b.X.copy() for b in loader]
+    blocks, batches = loader._reader._pools
+    allocated = blocks.allocated + batches.allocated
+    second_run = []
+    for b in loader:  # the next epoch: the same pools, their buffers reused
+        second_run.append(b.X.copy())
+    assert loader._reader._pools == (blocks, batches)
+    # buffers left from the first epoch serve the second: it allocates fewer than the first did
+    assert blocks.allocated + batches.allocated - allocated < allocated
+    assert len(first) == len(second_run)
+    assert pickle.loads(pickle.dumps(loader))._reader._pools is None  # never pickled

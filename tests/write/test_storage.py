@@ -41,6 +41,23 @@ def test_compressed_gene_indices_on_request(tmp_path, adata, roundtrip):
     assert sum(b.n_obs for b in loader) == adata.n_obs
 
 
+def test_normalised_values_uncompressed_counts_compressed(tmp_path, adata, roundtrip):
+    norm = adata.copy()
+    norm.X = norm.X.copy()
+    norm.X.data = np.log1p(norm.X.data * 1.37).astype(np.float32)  # non-integer values
+    coll = annshard.write_collection({"a": norm}, tmp_path / "n.zarr")
+    assert coll.manifest.storage.values_codec == "none" and coll.manifest.storage.counts_dtype is None
+    assert "BloscCodec" not in _codec_names(coll, "data")
+    roundtrip(coll, {"a": norm})
+    counts = annshard.write_collection({"a": adata}, tmp_path / "k.zarr")
+    assert counts.manifest.storage.counts_dtype is not None and "BloscCodec" in _codec_names(counts, "data")
+    packed = annshard.write_collection({"a": norm}, tmp_path / "p.zarr", storage={"values_codec": None})
+    assert packed.manifest.storage.values_codec is None and "BloscCodec" in _codec_names(packed, "data")
+    roundtrip(packed, {"a": norm})
+    with pytest.raises(ValueError, match="values_codec"):
+        annshard.write_collection({"a": norm}, tmp_path / "b.zarr", storage={"values_codec": "zstd"})
+
+
 def test_bad_indices_codec(tmp_path, adata):
     with pytest.raises(ValueError, match="indices_codec"):
         annshard.write_collection({"a": adata}, tmp_path / "c.zarr", storage={"indices_codec": "zstd"})

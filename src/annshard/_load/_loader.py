@@ -106,7 +106,7 @@ class Loader:
         pipeline (``docs/performance.md``). Use 1 inside DataLoader workers. Workers
         started by ``fork`` from a process that had used zarrs decode through
         zarr-python's own pipeline instead (zarrs' threads do not survive a fork);
-        ``spawn``/``forkserver`` workers keep zarrs.
+        ``spawn``/``forkserver`` workers keep zarrs; it also sets the gather threads (2 per 5 decode threads).
 
     Examples
     --------
@@ -255,9 +255,15 @@ class Loader:
     def _epoch_batches(self, world: World, epoch: int, position: int) -> Iterator[Batch]:
         kw: dict[str, Any] = {"position": position, "epoch": epoch, "n_vars": self.n_vars, "drop_last": self.drop_last}
         kw.update(shuffle=self.sampler.shuffle_blocks, seed=self.seed, part=world.part, batch_size=self.batch_size)
-        stream, reader, make = self.stream(epoch, world), self._reader.get(), self._make
+        stream, reader, make, rows = (
+            self.stream(epoch, world),
+            self._reader.get(),
+            self._make,
+            self.chunk_size * self.preload_nchunks,
+        )
         if self._ops is None:
-            parts = gathered_batches(stream, reader, rows_per_block=self.chunk_size * self.preload_nchunks, **kw)
+            pools = self._reader.pools(max(1, rows // self.batch_size))
+            parts = gathered_batches(stream, reader, rows_per_block=rows, pools=pools, **kw)
         else:  # device preload (annshard._load._device)
             parts, make = device_batches(stream, reader, self._ops.get(), **kw), DeviceBatchMaker(make, self._ops)
         try:

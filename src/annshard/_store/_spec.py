@@ -60,6 +60,11 @@ class StorageSpec:
         ``"none"`` stores the CSR gene indices uncompressed; ``None`` compresses them like the
         values (``codec``). Sorted gene indices compress only ~1.6x, and decoding them was a fifth
         of the loader's CPU time (measured in ``docs/performance.md``).
+    values_codec
+        ``"none"`` stores CSR values that are not stored as counts (``counts_dtype`` is ``None``:
+        normalised, non-integer floats) uncompressed; ``None`` compresses them (``codec``). Such
+        values compress only ~1.2x with lz4 and byte shuffle, and decoding them was ~40 % of the
+        loader's CPU at ``(32, 256)`` (measured in ``docs/performance.md``). Counts are always compressed.
     counts_dtype
         Unsigned integer type the CSR values are stored as (``"uint16"``, ``"uint8"``), when
         every value is a whole number in its range (checked while writing); ``None``: values
@@ -78,6 +83,7 @@ class StorageSpec:
     dense_shard_rows: int = 4096
     counts_dtype: str | None = None
     indices_codec: Literal["none"] | None = None
+    values_codec: Literal["none"] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -89,9 +95,11 @@ class StorageSpec:
         return from_dict_known(cls, d)
 
     def compressors(self, *, counts: bool = False, indices: bool = False) -> tuple[Any, ...]:
-        """Return the zarr compressor codecs for this spec (``counts``: values stored as counts; ``indices``: CSR indices)."""
+        """Return the zarr compressor codecs for this spec (``counts``: CSR values, stored as counts when ``counts_dtype`` is set; ``indices``: CSR indices)."""
         if self.codec == "none" or (indices and self.indices_codec == "none"):
             return ()
+        if counts and self.counts_dtype is None and self.values_codec == "none" and self.x_format == "csr":
+            return ()  # normalised float values: barely compressible, cheaper read as they are
         from zarr.codecs import BloscCodec
 
         if counts and self.counts_dtype is not None:

@@ -2,8 +2,8 @@
 
 By default ``X`` is CSR (dense only when every source is dense), its values keep the
 sources' common dtype (float16 becomes float32: exact, and scipy.sparse has no float16),
-gene indices are ``uint16`` below 65536 genes and uncompressed, and whole-number values
-become ``uint16`` counts when every value fits (``counts_dtype="auto"``, settled after the
+gene indices are ``uint16`` below 65536 genes and uncompressed, whole-number values
+become ``uint16`` counts (compressed) when every value fits, other values are stored uncompressed (``counts_dtype="auto"``, settled after the
 scatter pass has seen the values). A dict overrides single fields; a full
 :class:`~annshard.StorageSpec` replaces the defaults. Either way the result is checked.
 """
@@ -35,7 +35,7 @@ def auto_spec(
     Raises
     ------
     ValueError
-        If ``storage`` has unknown keys, float16 values, an unknown indices codec, indices too narrow
+        If ``storage`` has unknown keys, float16 values, an unknown indices or values codec, indices too narrow
         for ``n_vars`` genes, or a counts dtype that cannot hold the values.
     """
     if isinstance(storage, StorageSpec):
@@ -53,6 +53,7 @@ def auto_spec(
             indices_dtype="uint16" if n_vars < 65536 else "int32",
             counts_dtype=AUTO,
             indices_codec="none",
+            values_codec="none",  # non-count values uncompressed (counts stay compressed)
         )
         if storage:
             unknown = set(storage) - set(spec.to_dict())
@@ -64,6 +65,9 @@ def auto_spec(
         msg = "storage data_dtype float16 is not supported (scipy.sparse has no float16); use 'float32'"
         raise ValueError(msg)
     spec = replace(spec, counts_dtype=check_counts_dtype(spec.counts_dtype, spec.data_dtype, spec.x_format))
+    if spec.values_codec not in (None, "none"):
+        msg = f"storage values_codec must be 'none' (non-count values uncompressed) or None (compressed), not {spec.values_codec!r}"
+        raise ValueError(msg)
     if spec.indices_codec not in (None, "none"):
         msg = f"storage indices_codec must be 'none' (uncompressed) or None (compressed like the values), not {spec.indices_codec!r}"
         raise ValueError(msg)
