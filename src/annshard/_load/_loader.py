@@ -28,7 +28,7 @@ from ._union import CollectionUnion
 from ._world import World
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
     from annshard._store._collection import Collection
 
@@ -103,6 +103,10 @@ class Loader:
         started by ``fork`` from a process that had used zarrs decode through
         zarr-python's own pipeline instead (zarrs' threads do not survive a fork);
         ``spawn``/``forkserver`` workers keep zarrs.
+    storage_options
+        For collections at URLs (``s3://bucket/prefix/cells.zarr``): fsspec/s3fs-style options
+        (``endpoint_url``, ``key``, ``secret``, ``anon``, ``region``; also read from the URL's query string and
+        the ``AWS_*`` environment variables). Shards are read through zarr's ``ObjectStore`` with zarrs.
 
     Examples
     --------
@@ -133,12 +137,15 @@ class Loader:
         rank: int | None = None,
         world_size: int | None = None,
         read_threads: int | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.batch_size = _positive("batch_size", batch_size)
         self.chunk_size = _positive("chunk_size", chunk_size)
         self.preload_nchunks = _positive("preload_nchunks", preload_nchunks)
         self.output: Output = _output(output, device)
-        self._union = union = CollectionUnion(collection)  # opens the collections, checks genes and shards
+        self._union = union = CollectionUnion(
+            collection, storage_options
+        )  # opens the collections, checks genes and shards
         self.collections = union.collections
         self.layer = layer
         self.dense = bool(dense)
@@ -181,23 +188,11 @@ class Loader:
 
     def settings(self) -> dict[str, Any]:
         """Return the loader's settings as plain values (recorded by ``annshard.lamin`` on runs)."""
-        return {
-            "batch_size": self.batch_size,
-            "chunk_size": self.chunk_size,
-            "preload_nchunks": self.preload_nchunks,
-            "sampler": self.sampler.name,
-            "sampler_settings": self.sampler.settings(),
-            "seed": self.seed,
-            "obs_columns": list(self.obs_columns),
-            "layer": self.layer,
-            "layers": list(self.layers),
-            "obsm": list(self.obsm),
-            "output": self.output,
-            "dense": self.dense,
-            "device": self.device,
-            "drop_last": self.drop_last,
-            "read_threads": self.read_threads,
-        }
+        out = {k: getattr(self, k) for k in ("batch_size", "chunk_size", "preload_nchunks")}
+        out |= {"sampler": self.sampler.name, "sampler_settings": self.sampler.settings(), "seed": self.seed}
+        rest = ("obs_columns", "layer", "layers", "obsm", "output", "dense", "device", "drop_last", "read_threads")
+        lists = ("obs_columns", "layers", "obsm")
+        return out | {k: list(getattr(self, k)) if k in lists else getattr(self, k) for k in rest}  # no storage_options
 
     def __repr__(self) -> str:
         paths = ", ".join(str(c.path) for c in self.collections)

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from annshard._errors import CorruptShardError
 from annshard._store._collection import Collection, open_collection
+from annshard._store._location import is_url
 from annshard._store._validate import check_shard_metadata
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
 __all__ = ["CollectionUnion", "ShardRef"]
 
@@ -46,7 +47,9 @@ class CollectionUnion:
     Parameters
     ----------
     collection
-        A :class:`~annshard.Collection`, a path, or a list of them.
+        A :class:`~annshard.Collection`, a path or URL, or a list of them.
+    storage_options
+        Options for the URLs among them (see :func:`annshard.open_collection`).
 
     Attributes
     ----------
@@ -67,12 +70,14 @@ class CollectionUnion:
         If a shard is missing on disk or its metadata disagrees with its manifest.
     """
 
-    def __init__(self, collection: Any) -> None:
+    def __init__(self, collection: Any, storage_options: Mapping[str, Any] | None = None) -> None:
         items = list(collection) if isinstance(collection, list | tuple) else [collection]
         if not items:
             msg = "Loader needs at least one collection"
             raise ValueError(msg)
-        self.collections: list[Collection] = [open_collection(c) for c in items]
+        self.collections: list[Collection] = [
+            open_collection(c, storage_options=storage_options if is_url(c) else None) for c in items
+        ]
         self._check_vars()
         self.shards = self._shard_refs()
         self.n_vars = self.collections[0].n_vars
@@ -94,8 +99,8 @@ class CollectionUnion:
             offsets = coll.manifest.shard_offsets
             for i, info in enumerate(coll.shards):
                 offset = base + offsets[i]
-                if not coll.shard_path(i).is_dir():
-                    msg = f"collection {coll.path}: shard {info.name} (rows {offset}-{offset + info.n_obs - 1}) is missing on disk; restore or rewrite the collection"
+                if not coll.shard_exists(i):
+                    msg = f"collection {coll.path}: shard {info.name} (rows {offset}-{offset + info.n_obs - 1}) is missing {'from the bucket' if coll.remote else 'on disk'}; restore or rewrite the collection"
                     raise CorruptShardError(msg)
                 check_shard_metadata(coll, i)  # the shard's own X agrees with the manifest (metadata reads)
                 refs.append(ShardRef(collection=coll, shard=i, offset=offset))
