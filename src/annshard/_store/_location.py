@@ -269,11 +269,17 @@ class Location:
         mode: Any = {"e_tag": if_match} if if_match is not None else ("create" if create else "overwrite")
         return obstore.put(self.obstore(), key, data, mode=mode).get("e_tag")
 
-    def upload(self, key: str, file: Path) -> None:
-        """Upload a local file to ``key`` (multipart for large files)."""
+    def upload(self, key: str, file: Path, *, create: bool = False) -> None:
+        """Upload a local file to ``key``; with ``create``, only if nothing is there yet (one PUT, no multipart).
+
+        Raises obstore's ``AlreadyExistsError`` when ``create`` and the object exists.
+        """
         import obstore
 
-        obstore.put(self.obstore(), key, file)
+        if create:
+            obstore.put(self.obstore(), key, file, mode="create", use_multipart=False)
+        else:
+            obstore.put(self.obstore(), key, file)
 
     def delete(self, keys: Iterable[str]) -> None:
         """Delete ``keys`` (missing ones are ignored)."""

@@ -6,14 +6,20 @@ manifest (whose shards are all still there: a write never changes a shard alread
 half-written version. A new collection's manifest is put with ``If-None-Match: *`` (it must not exist yet, unless
 overwriting); an append's with ``If-Match: <e-tag of the manifest it read>``, so of two concurrent appends exactly
 one wins and the other gets :class:`~annshard.CollectionLockedError` after its shards are deleted again.
+
+Two writers starting from one manifest choose the same new shard names, so shard objects are put with
+``If-None-Match: *`` too (unless overwriting): the writer that finds an object already there stops at once and
+deletes only the objects it created, never the other writer's. Objects left by a writer killed mid-upload are not
+in any manifest; they make the next append stop with a message naming them (delete them, then retry).
 """
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from annshard._errors import CollectionLockedError
+from annshard._errors import CollectionExistsError, CollectionLockedError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -35,19 +41,42 @@ def _files(root: Path, names: Sequence[str]) -> list[tuple[str, Path]]:
     return out
 
 
-def upload_shards(local: Path, dest: Location, names: Sequence[str]) -> list[str]:
+def upload_shards(local: Path, dest: Location, names: Sequence[str], *, create: bool = True) -> list[str]:
     """Upload the shard directories ``names`` of the local collection ``local`` to ``dest``; return the keys put.
 
-    On failure, what was put is deleted again before the error is raised.
+    With ``create`` every object must be new. On failure, the objects this call created are deleted again.
+
+    Raises
+    ------
+    CollectionLockedError
+        If an object already exists (another writer is uploading the same shards, or a killed one left them).
     """
+    import obstore
+
     files = _files(local, names)
     done: list[str] = []
+    lock = threading.Lock()
+
+    def put(item: tuple[str, Path]) -> None:
+        dest.upload(item[0], item[1], create=create)
+        with lock:
+            done.append(item[0])
+
     try:
         with ThreadPoolExecutor(_UPLOAD_THREADS, thread_name_prefix="annshard-upload") as pool:
-            for key in pool.map(lambda kf: (dest.upload(kf[0], kf[1]), kf[0])[1], files):
-                done.append(key)
+            list(pool.map(put, files))
+    except obstore.exceptions.AlreadyExistsError as e:
+        dest.delete(done)
+        shard = str(e).split("Object at location ", 1)[-1].split(" ", 1)[0]
+        msg = (
+            f"{dest}: {shard} already exists but is not in the collection's manifest: another writer is uploading "
+            f"the same new shards, or one was killed mid-upload. Nothing of this write was kept; if no other writer "
+            f"is running, delete the objects under {dest}/{shard.split('/', 1)[0]}/ that the manifest does not "
+            "list, then retry"
+        )
+        raise CollectionLockedError(msg) from e
     except BaseException:
-        dest.delete([k for k, _ in files])
+        dest.delete(done)
         raise
     return done
 
@@ -94,11 +123,12 @@ def upload_collection(local: Path, dest: Location, names: Sequence[str], *, over
     """Upload a whole local collection to ``dest``: its shards, then its manifest.
 
     With ``overwrite``, objects of a former collection at ``dest`` that the new one does not have are deleted
-    after the new manifest is in place.
+    after the new manifest is in place (an overwrite is not safe against readers or writers of the former one:
+    shard objects of the same name are replaced in place).
 
     Raises
     ------
-    FileExistsError
+    CollectionExistsError
         If ``dest`` already holds objects and ``overwrite`` is false.
     CollectionLockedError
         If a collection appeared at ``dest`` while uploading.
@@ -106,8 +136,8 @@ def upload_collection(local: Path, dest: Location, names: Sequence[str], *, over
     before = dest.list()
     if before and not overwrite:
         msg = f"{dest}: already holds {len(before)} objects; pass overwrite=True to replace them, or choose another prefix"
-        raise FileExistsError(msg)
-    keys = upload_shards(local, dest, names)
+        raise CollectionExistsError(msg)
+    keys = upload_shards(local, dest, names, create=not overwrite)
     commit_remote_manifest(local, dest, create=not overwrite, uploaded=keys)
     stale = sorted(set(before) - set(keys) - {"zarr.json"})
     if stale:

@@ -23,6 +23,7 @@ Atomicity
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -41,6 +42,7 @@ from annshard._store._atomic import (
     temp_sibling,
 )
 from annshard._store._collection import Collection, open_collection
+from annshard._store._location import is_url
 from annshard._store._lock import LOCK_NAME
 
 from ._layout import plan_layout
@@ -49,6 +51,7 @@ from ._matrices import plan_matrices
 from ._memory import parse_bytes
 from ._passes import run_passes
 from ._plan import plan_genes, plan_obs
+from ._remote import write_to_url
 from ._sources import open_sources
 from ._spec import auto_spec
 
@@ -135,6 +138,7 @@ def write_collection(
     tmp_dir: str | os.PathLike[str] | None = None,
     lock_timeout: float = LOCK_TIMEOUT,
     source_uids: Mapping[str, str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Collection:
     """Write sources into one globally shuffled, sharded collection, out of core.
 
@@ -149,7 +153,9 @@ def write_collection(
         or a dict ``{name: source}`` to choose the labels of ``obs["source"]`` (by default
         the file name, or ``adata-<i>`` for in-memory AnnData).
     path
-        The collection directory to create.
+        The collection directory to create, or a URL (``s3://bucket/prefix/cells.zarr``): the collection is
+        then written to a temporary directory under ``tmp_dir`` (it needs the collection's disk space) and
+        uploaded, shards first and the manifest last (a reader never sees a half-written collection).
     seed
         Shuffle seed: the same seed and settings give byte-identical shards.
     join
@@ -198,6 +204,8 @@ def write_collection(
         With ``overwrite``: seconds to wait for a writer (an append) of the collection being replaced.
     source_uids
         lamindb artifact uid per source name, recorded as the sources' ``uid`` in the manifest.
+    storage_options
+        For a URL: fsspec/s3fs-style options (see :func:`annshard.open_collection`).
 
     Returns
     -------
@@ -230,6 +238,10 @@ def write_collection(
     >>> coll.n_obs, coll.n_vars  # doctest: +SKIP
     (500, 100)
     """
+    if is_url(path):  # stage locally, then upload (annshard._write._remote)
+        kwargs = {k: v for k, v in locals().items() if k not in ("sources", "path", "storage_options", "overwrite")}
+        write = functools.partial(write_collection, _as_list(sources), **kwargs)
+        return write_to_url(write, str(path), storage_options, overwrite=overwrite, tmp_dir=tmp_dir)
     path = Path(path)
     seed = _check_seed(seed)
     budget = parse_bytes(memory_budget)
