@@ -30,6 +30,7 @@ from ._world import World
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
 
+    from annshard._store._cache import ShardCache
     from annshard._store._collection import Collection
 
     from ._batch import Batch
@@ -107,6 +108,9 @@ class Loader:
         For collections at URLs (``s3://bucket/prefix/cells.zarr``): fsspec/s3fs-style options
         (``endpoint_url``, ``key``, ``secret``, ``anon``, ``region``; also read from the URL's query string and
         the ``AWS_*`` environment variables). Shards are read through zarr's ``ObjectStore`` with zarrs.
+    cache, cache_size
+        A local directory keeping the remote shards' data (whole elements, LRU within ``cache_size``, shared
+        safely by processes), so epochs after the first read from local disk. Local collections ignore it.
 
     Examples
     --------
@@ -138,14 +142,15 @@ class Loader:
         world_size: int | None = None,
         read_threads: int | None = None,
         storage_options: Mapping[str, Any] | None = None,
+        cache: str | os.PathLike[str] | None = None,
+        cache_size: int | str = "50GB",
     ) -> None:
         self.batch_size = _positive("batch_size", batch_size)
         self.chunk_size = _positive("chunk_size", chunk_size)
         self.preload_nchunks = _positive("preload_nchunks", preload_nchunks)
         self.output: Output = _output(output, device)
-        self._union = union = CollectionUnion(
-            collection, storage_options
-        )  # opens the collections, checks genes and shards
+        # opens the collections, checks genes and shards
+        self._union = union = CollectionUnion(collection, storage_options, _cache(cache, cache_size))
         self.collections = union.collections
         self.layer = layer
         self.dense = bool(dense)
@@ -318,6 +323,14 @@ def _names(kind: str, names: Sequence[str] | None) -> tuple[str, ...]:
             msg = f"{kind} names must be non-empty strings without '/', not {n!r}"
             raise ValueError(msg)
     return out
+
+
+def _cache(path: str | os.PathLike[str] | None, size: int | str) -> ShardCache | None:
+    if path is None:
+        return None
+    from annshard._store._cache import ShardCache
+
+    return ShardCache(path, size)
 
 
 def _register_with_torch() -> None:

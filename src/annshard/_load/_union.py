@@ -12,6 +12,7 @@ agree with its manifest. Everything here reads metadata only.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,15 @@ from annshard._store._validate import check_shard_metadata
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from annshard._store._cache import ShardCache
+
 __all__ = ["CollectionUnion", "ShardRef"]
+
+
+def _with_cache(coll: Collection, cache: ShardCache) -> Collection:
+    out = copy.copy(coll)
+    out.cache = cache
+    return out
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,8 @@ class CollectionUnion:
         A :class:`~annshard.Collection`, a path or URL, or a list of them.
     storage_options
         Options for the URLs among them (see :func:`annshard.open_collection`).
+    cache
+        A local cache for the shard data of the remote collections among them (local ones read from disk).
 
     Attributes
     ----------
@@ -70,7 +81,9 @@ class CollectionUnion:
         If a shard is missing on disk or its metadata disagrees with its manifest.
     """
 
-    def __init__(self, collection: Any, storage_options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, collection: Any, storage_options: Mapping[str, Any] | None = None, cache: ShardCache | None = None
+    ) -> None:
         items = list(collection) if isinstance(collection, list | tuple) else [collection]
         if not items:
             msg = "Loader needs at least one collection"
@@ -78,6 +91,8 @@ class CollectionUnion:
         self.collections: list[Collection] = [
             open_collection(c, storage_options=storage_options if is_url(c) else None) for c in items
         ]
+        if cache is not None:  # the loader's own copies: a Collection the caller passed is not changed
+            self.collections = [_with_cache(c, cache) if c.remote else c for c in self.collections]
         self._check_vars()
         self.shards = self._shard_refs()
         self.n_vars = self.collections[0].n_vars

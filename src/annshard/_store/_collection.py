@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
+    from ._cache import ShardCache
     from ._manifest import Manifest, ObsColumn, ShardInfo, SourceInfo
 
 __all__ = ["Collection", "open_collection"]
@@ -61,6 +62,7 @@ class Collection:
         self.location = location(path)
         self.path: Path | str = self.location.url if self.location.remote else Path(self.location.path)  # type: ignore[arg-type]
         self.manifest = manifest
+        self.cache: ShardCache | None = None  # set on a loader's copy of a remote collection (Loader(cache=...))
 
     # -- what the manifest says -------------------------------------------------
     @property
@@ -153,6 +155,12 @@ class Collection:
         if store is None:
             store = self.__dict__["_zarr_store"] = self.location.zarr_store()
         return zarr.open_group(store, path=self.manifest.shards[i].name, mode="r")
+
+    def element_group(self, i: int, element: str = "X") -> zarr.Group:
+        """Open shard ``i`` for reading ``element``'s arrays: from the local cache when one is set, else :meth:`shard_group`."""
+        if self.cache is not None and self.location.remote:
+            return self.cache.group(self, i, element)
+        return self.shard_group(i)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
