@@ -112,3 +112,32 @@ def test_parse_size():
         parse_size("lots")
     with pytest.raises(ValueError, match="cache_size"):
         parse_size(0)
+
+
+_WORKER = """
+import hashlib, sys, copy
+import annshard
+from annshard._store._cache import ShardCache
+coll = copy.copy(annshard.open_collection(sys.argv[1], storage_options={"endpoint_url": sys.argv[2]}))
+coll.cache = ShardCache(sys.argv[3], "1GB")
+data = coll.element_group(0, "X")["X/data"][...]
+print(hashlib.sha256(data.tobytes()).hexdigest(), coll.cache.misses, coll.cache.hits)
+"""
+
+
+def test_processes_share_one_cache(copy_url, uploaded, s3_server, tmp_path):
+    import hashlib
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-c", _WORKER, copy_url, s3_server.endpoint, str(tmp_path / "shared")]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-2000:] for _, e in outs]
+    local = annshard.open_collection(uploaded.local).shard_group(0)["X/data"][...]
+    want = hashlib.sha256(local.tobytes()).hexdigest()
+    lines = [o.split() for o, _ in outs]
+    assert all(line[0] == want for line in lines)
+    assert sum(int(line[1]) for line in lines) == 1  # one process downloaded the entry, the others waited and hit
+    assert len(ShardCache(tmp_path / "shared").entries()) == 1
+    assert not [p for p in (tmp_path / "shared").iterdir() if "tmp" in p.name]  # no half-written entry left

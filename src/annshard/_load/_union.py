@@ -13,6 +13,7 @@ agree with its manifest. Everything here reads metadata only.
 from __future__ import annotations
 
 import copy
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from annshard._store._cache import ShardCache
 
 __all__ = ["CollectionUnion", "ShardRef"]
+
+_REMOTE_CHECKS = 16
+"""Shards of a remote collection whose metadata are checked at once when a loader opens it."""
 
 
 def _with_cache(coll: Collection, cache: ShardCache) -> Collection:
@@ -112,13 +116,20 @@ class CollectionUnion:
         refs, base = [], 0
         for coll in self.collections:
             offsets = coll.manifest.shard_offsets
-            for i, info in enumerate(coll.shards):
-                offset = base + offsets[i]
+
+            def check(i: int, coll: Collection = coll, offsets: Any = offsets, base: int = base) -> ShardRef:
+                info, offset = coll.shards[i], base + offsets[i]
                 if not coll.shard_exists(i):
                     msg = f"collection {coll.path}: shard {info.name} (rows {offset}-{offset + info.n_obs - 1}) is missing {'from the bucket' if coll.remote else 'on disk'}; restore or rewrite the collection"
                     raise CorruptShardError(msg)
                 check_shard_metadata(coll, i)  # the shard's own X agrees with the manifest (metadata reads)
-                refs.append(ShardRef(collection=coll, shard=i, offset=offset))
+                return ShardRef(collection=coll, shard=i, offset=offset)
+
+            if coll.remote:  # a few small GETs per shard: concurrently, so opening costs a few round trips
+                with ThreadPoolExecutor(_REMOTE_CHECKS, thread_name_prefix="annshard-open") as pool:
+                    refs.extend(pool.map(check, range(len(coll.shards))))
+            else:
+                refs.extend(check(i) for i in range(len(coll.shards)))
             base += offsets[-1]
         return refs
 
