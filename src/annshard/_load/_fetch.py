@@ -247,7 +247,7 @@ class BlockReader:
                 ref = self.shards[i]
                 try:
                     with zarr_config(threads=self.threads):  # zarrs fixes its thread count when an array opens
-                        arrs = open_shard_arrays(ref.collection.shard_group(ref.shard), element=element)
+                        arrs = open_shard_arrays(ref.collection.element_group(ref.shard, element), element=element)
                         indptr = None if arrs.indptr is None else np.asarray(arrs.indptr[...], dtype=np.int64)
                 except Exception as e:
                     msg = f"{ref.where}: cannot open {element!r} ({type(e).__name__}: {e}); the shard is missing or damaged, rewrite the collection"

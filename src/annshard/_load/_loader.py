@@ -29,8 +29,9 @@ from ._union import CollectionUnion
 from ._world import World
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
+    from annshard._store._cache import ShardCache
     from annshard._store._collection import Collection
 
     from ._batch import Batch
@@ -107,6 +108,13 @@ class Loader:
         started by ``fork`` from a process that had used zarrs decode through
         zarr-python's own pipeline instead (zarrs' threads do not survive a fork);
         ``spawn``/``forkserver`` workers keep zarrs; it also sets the gather threads (2 per 5 decode threads).
+    storage_options
+        For collections at URLs (``s3://bucket/prefix/cells.zarr``): fsspec/s3fs-style options
+        (``endpoint_url``, ``key``, ``secret``, ``anon``, ``region``; also read from the URL's query string and
+        the ``AWS_*`` environment variables). Shards are read through zarr's ``ObjectStore`` with zarrs.
+    cache, cache_size
+        A local directory keeping the remote shards' data (whole elements, LRU within ``cache_size``, shared
+        safely by processes), so epochs after the first read from local disk. Local collections ignore it.
 
     Examples
     --------
@@ -138,12 +146,16 @@ class Loader:
         rank: int | None = None,
         world_size: int | None = None,
         read_threads: int | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        cache: str | os.PathLike[str] | None = None,
+        cache_size: int | str = "50GB",
     ) -> None:
         self.batch_size = _positive("batch_size", batch_size)
         self.chunk_size = _positive("chunk_size", chunk_size)
         self.preload_nchunks = _positive("preload_nchunks", preload_nchunks)
         self.output: Output = _output(output, device)
-        self._union = union = CollectionUnion(collection)  # opens the collections, checks genes and shards
+        # opens the collections, checks genes and shards
+        self._union = union = CollectionUnion(collection, storage_options, _cache(cache, cache_size))
         self.collections = union.collections
         self.layer = layer
         self.dense = bool(dense)
@@ -187,24 +199,11 @@ class Loader:
 
     def settings(self) -> dict[str, Any]:
         """Return the loader's settings as plain values (recorded by ``annshard.lamin`` on runs)."""
-        return {
-            "batch_size": self.batch_size,
-            "chunk_size": self.chunk_size,
-            "preload_nchunks": self.preload_nchunks,
-            "sampler": self.sampler.name,
-            "sampler_settings": self.sampler.settings(),
-            "seed": self.seed,
-            "obs_columns": list(self.obs_columns),
-            "layer": self.layer,
-            "layers": list(self.layers),
-            "obsm": list(self.obsm),
-            "output": self.output,
-            "dense": self.dense,
-            "device": self.device,
-            "gather": self.gather,
-            "drop_last": self.drop_last,
-            "read_threads": self.read_threads,
-        }
+        out = {k: getattr(self, k) for k in ("batch_size", "chunk_size", "preload_nchunks")}
+        out |= {"sampler": self.sampler.name, "sampler_settings": self.sampler.settings(), "seed": self.seed}
+        rest = ("obs_columns", "layer", "layers", "obsm", "output", "dense", "device", "gather", "drop_last", "read_threads")
+        lists = ("obs_columns", "layers", "obsm")
+        return out | {k: list(getattr(self, k)) if k in lists else getattr(self, k) for k in rest}  # no storage_options
 
     def __repr__(self) -> str:
         paths = ", ".join(str(c.path) for c in self.collections)
@@ -330,6 +329,14 @@ def _names(kind: str, names: Sequence[str] | None) -> tuple[str, ...]:
             msg = f"{kind} names must be non-empty strings without '/', not {n!r}"
             raise ValueError(msg)
     return out
+
+
+def _cache(path: str | os.PathLike[str] | None, size: int | str) -> ShardCache | None:
+    if path is None:
+        return None
+    from annshard._store._cache import ShardCache
+
+    return ShardCache(path, size)
 
 
 def _register_with_torch() -> None:

@@ -12,17 +12,31 @@ agree with its manifest. Everything here reads metadata only.
 
 from __future__ import annotations
 
+import copy
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from annshard._errors import CorruptShardError
 from annshard._store._collection import Collection, open_collection
+from annshard._store._location import is_url
 from annshard._store._validate import check_shard_metadata
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
+
+    from annshard._store._cache import ShardCache
 
 __all__ = ["CollectionUnion", "ShardRef"]
+
+_REMOTE_CHECKS = 16
+"""Shards of a remote collection whose metadata are checked at once when a loader opens it."""
+
+
+def _with_cache(coll: Collection, cache: ShardCache) -> Collection:
+    out = copy.copy(coll)
+    out.cache = cache
+    return out
 
 
 @dataclass(frozen=True)
@@ -46,7 +60,11 @@ class CollectionUnion:
     Parameters
     ----------
     collection
-        A :class:`~annshard.Collection`, a path, or a list of them.
+        A :class:`~annshard.Collection`, a path or URL, or a list of them.
+    storage_options
+        Options for the URLs among them (see :func:`annshard.open_collection`).
+    cache
+        A local cache for the shard data of the remote collections among them (local ones read from disk).
 
     Attributes
     ----------
@@ -67,12 +85,18 @@ class CollectionUnion:
         If a shard is missing on disk or its metadata disagrees with its manifest.
     """
 
-    def __init__(self, collection: Any) -> None:
+    def __init__(
+        self, collection: Any, storage_options: Mapping[str, Any] | None = None, cache: ShardCache | None = None
+    ) -> None:
         items = list(collection) if isinstance(collection, list | tuple) else [collection]
         if not items:
             msg = "Loader needs at least one collection"
             raise ValueError(msg)
-        self.collections: list[Collection] = [open_collection(c) for c in items]
+        self.collections: list[Collection] = [
+            open_collection(c, storage_options=storage_options if is_url(c) else None) for c in items
+        ]
+        if cache is not None:  # the loader's own copies: a Collection the caller passed is not changed
+            self.collections = [_with_cache(c, cache) if c.remote else c for c in self.collections]
         self._check_vars()
         self.shards = self._shard_refs()
         self.n_vars = self.collections[0].n_vars
@@ -92,13 +116,20 @@ class CollectionUnion:
         refs, base = [], 0
         for coll in self.collections:
             offsets = coll.manifest.shard_offsets
-            for i, info in enumerate(coll.shards):
-                offset = base + offsets[i]
-                if not coll.shard_path(i).is_dir():
-                    msg = f"collection {coll.path}: shard {info.name} (rows {offset}-{offset + info.n_obs - 1}) is missing on disk; restore or rewrite the collection"
+
+            def check(i: int, coll: Collection = coll, offsets: Any = offsets, base: int = base) -> ShardRef:
+                info, offset = coll.shards[i], base + offsets[i]
+                if not coll.shard_exists(i):
+                    msg = f"collection {coll.path}: shard {info.name} (rows {offset}-{offset + info.n_obs - 1}) is missing {'from the bucket' if coll.remote else 'on disk'}; restore or rewrite the collection"
                     raise CorruptShardError(msg)
                 check_shard_metadata(coll, i)  # the shard's own X agrees with the manifest (metadata reads)
-                refs.append(ShardRef(collection=coll, shard=i, offset=offset))
+                return ShardRef(collection=coll, shard=i, offset=offset)
+
+            if coll.remote:  # a few small GETs per shard: concurrently, so opening costs a few round trips
+                with ThreadPoolExecutor(_REMOTE_CHECKS, thread_name_prefix="annshard-open") as pool:
+                    refs.extend(pool.map(check, range(len(coll.shards))))
+            else:
+                refs.extend(check(i) for i in range(len(coll.shards)))
             base += offsets[-1]
         return refs
 

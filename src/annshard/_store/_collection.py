@@ -4,7 +4,8 @@ Opening a collection reads only its manifest; ``var`` and per-shard arrays are
 read lazily. The manifest is the whole in-memory model of a collection: a
 collection written by annbatch is opened by synthesising a manifest from its
 AnnData children (see :mod:`annshard._store._annbatch`; :mod:`annshard._store._read`
-picks the reader). A collection is changed only by the writer
+picks the reader). A collection at a URL (``s3://...``, :mod:`annshard._store._location`) reads its manifest
+and shards through zarr's ``ObjectStore``; its :attr:`Collection.path` is then the URL string. A collection is changed only by the writer
 (:func:`annshard.write_collection`, :func:`annshard.append_collection`), never
 through this handle.
 """
@@ -14,18 +15,22 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import zarr
 
 from annshard._config import zarr_config
 
 from ._atomic import recover_overwrite
-from ._read import read_manifest
+from ._location import Location, location
+from ._read import read_manifest, read_remote_manifest
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import pandas as pd
 
+    from ._cache import ShardCache
     from ._manifest import Manifest, ObsColumn, ShardInfo, SourceInfo
 
 __all__ = ["Collection", "open_collection"]
@@ -40,14 +45,24 @@ class Collection:
     Parameters
     ----------
     path
-        The collection's root directory.
+        The collection's root directory, or its :class:`~annshard._store._location.Location` (a URL and its
+        storage options).
     manifest
         Its manifest.
+
+    Attributes
+    ----------
+    path
+        The root directory (a :class:`~pathlib.Path`), or the URL (a ``str``) of a remote collection.
+    location
+        Where it is: the path, or the URL with its storage options.
     """
 
-    def __init__(self, path: str | os.PathLike[str], manifest: Manifest) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike[str] | Location, manifest: Manifest) -> None:
+        self.location = location(path)
+        self.path: Path | str = self.location.url if self.location.remote else Path(self.location.path)  # type: ignore[arg-type]
         self.manifest = manifest
+        self.cache: ShardCache | None = None  # set on a loader's copy of a remote collection (Loader(cache=...))
 
     # -- what the manifest says -------------------------------------------------
     @property
@@ -114,13 +129,43 @@ class Collection:
         return self.var.index
 
     # -- access to shards ---------------------------------------------------------
+    @property
+    def remote(self) -> bool:
+        """Whether the collection is at a URL (read through an object store)."""
+        return self.location.remote
+
     def shard_path(self, i: int) -> Path:
-        """Directory of shard ``i``."""
-        return self.path / self.manifest.shards[i].name
+        """Directory of shard ``i`` (a local collection only)."""
+        if self.location.remote:
+            msg = f"{self.path}: a remote collection has no local shard directories; use shard_group({i})"
+            raise TypeError(msg)
+        return Path(self.path) / self.manifest.shards[i].name
+
+    def shard_exists(self, i: int) -> bool:
+        """Whether shard ``i`` is stored (its directory, or its ``zarr.json`` object)."""
+        if not self.location.remote:
+            return self.shard_path(i).is_dir()
+        return self.location.get(f"{self.manifest.shards[i].name}/zarr.json") is not None
 
     def shard_group(self, i: int) -> zarr.Group:
         """Open the zarr group of shard ``i`` (read-only)."""
-        return zarr.open_group(self.shard_path(i), mode="r")
+        if not self.location.remote:
+            return zarr.open_group(self.shard_path(i), mode="r")
+        store = self.__dict__.get("_zarr_store")
+        if store is None:
+            store = self.__dict__["_zarr_store"] = self.location.zarr_store()
+        return zarr.open_group(store, path=self.manifest.shards[i].name, mode="r")
+
+    def element_group(self, i: int, element: str = "X") -> zarr.Group:
+        """Open shard ``i`` for reading ``element``'s arrays: from the local cache when one is set, else :meth:`shard_group`."""
+        if self.cache is not None and self.location.remote:
+            return self.cache.group(self, i, element)
+        return self.shard_group(i)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_zarr_store", None)
+        return state
 
     def __repr__(self) -> str:
         cats = ", ".join(self.obs_columns)
@@ -133,11 +178,13 @@ class Collection:
         return isinstance(other, Collection) and self.path == other.path and self.manifest == other.manifest
 
     def __hash__(self) -> int:
-        return hash(self.path)
+        return hash(str(self.path))
 
 
-def open_collection(path: str | os.PathLike[str] | Collection) -> Collection:
-    """Open a collection written by annshard (or by annbatch's ``DatasetCollection``).
+def open_collection(
+    path: str | os.PathLike[str] | Collection, *, storage_options: Mapping[str, Any] | None = None
+) -> Collection:
+    """Open a collection written by annshard (or by annbatch's ``DatasetCollection``), on disk or at a URL.
 
     The manifest is checked as a schema before it is used (types, ranges, allowed values; shard names plain,
     unique and resolving inside the collection). If ``path`` is missing because an overwrite was killed between
@@ -146,7 +193,10 @@ def open_collection(path: str | os.PathLike[str] | Collection) -> Collection:
     Parameters
     ----------
     path
-        The collection's root directory.
+        The collection's root directory, or its URL (``s3://bucket/prefix/cells.zarr``; any URL obstore reads).
+    storage_options
+        For a URL: fsspec/s3fs-style options (``endpoint_url``, ``key``, ``secret``, ``token``, ``anon``,
+        ``region``); what is not given comes from the URL's query string and the ``AWS_*`` environment variables.
 
     Returns
     -------
@@ -155,7 +205,10 @@ def open_collection(path: str | os.PathLike[str] | Collection) -> Collection:
     Raises
     ------
     FileNotFoundError
-        If nothing exists at ``path`` (and no interrupted overwrite left a collection to restore).
+        If nothing exists at ``path`` (and no interrupted overwrite left a collection to restore); for a URL,
+        if its bucket or prefix holds no manifest.
+    OSError
+        If a URL cannot be read (no such bucket, wrong endpoint or credentials); the message names the URL.
     CollectionFormatError
         If ``path`` is not a collection, an incomplete one (an interrupted write), or its manifest is invalid;
         the message names the field and the fix.
@@ -169,7 +222,10 @@ def open_collection(path: str | os.PathLike[str] | Collection) -> Collection:
     """
     if isinstance(path, Collection):
         return path
-    path = Path(path)
+    loc = location(path, storage_options)
+    if loc.remote:
+        return Collection(loc, read_remote_manifest(loc))
+    path = Path(loc.path)  # type: ignore[arg-type]
     if not path.exists():
         recover_overwrite(path)
     if not path.exists():

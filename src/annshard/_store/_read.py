@@ -19,12 +19,14 @@ from annshard._errors import CollectionFormatError
 
 from ._annbatch import ANNBATCH_ENCODING, manifest_from_annbatch
 from ._manifest import FORMAT_NAME, MANIFEST_KEY, Manifest
-from ._validate import check_shard_paths, read_json_file
+from ._validate import check_shard_names, check_shard_paths, read_json_file
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["is_collection", "read_manifest"]
+    from ._location import Location
+
+__all__ = ["is_collection", "read_manifest", "read_remote_manifest"]
 
 
 def _read_manifest_attr(path: Path) -> Any:
@@ -93,3 +95,40 @@ def read_manifest(path: Path) -> Manifest:
         "annbatch collection; write one with annshard.write_collection(...) or `annshard convert`"
     )
     raise CollectionFormatError(msg)
+
+
+def read_remote_manifest(loc: Location) -> Manifest:
+    """Read the manifest of the collection at the URL ``loc`` (its root ``zarr.json`` object).
+
+    Shard names must be plain child names (a URL has no links to resolve). An annbatch collection is read from
+    local disk only.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no ``zarr.json`` at the URL (wrong bucket/prefix, or nothing written there yet).
+    OSError
+        If the URL cannot be read at all (no such bucket, wrong endpoint or credentials).
+    CollectionFormatError
+        If the object is not an annshard manifest, or an invalid one.
+    """
+    doc = loc.read_json("zarr.json")
+    if doc is None:
+        msg = (
+            f"{loc}: no such collection (no zarr.json under this prefix); check the bucket and prefix, or write one "
+            "there with annshard.write_collection(..., path=URL)"
+        )
+        raise FileNotFoundError(msg)
+    attrs = doc.get("attributes", {})
+    raw = attrs.get(MANIFEST_KEY) if isinstance(attrs, dict) else None
+    if raw is None:
+        what = (
+            "an annbatch collection (read annbatch collections from local disk)"
+            if isinstance(attrs, dict) and attrs.get("encoding-type") == ANNBATCH_ENCODING
+            else "not an annshard collection"
+        )
+        msg = f"{loc}: {what}: no {MANIFEST_KEY!r} manifest in its zarr.json; write one with annshard.write_collection(...)"
+        raise CollectionFormatError(msg)
+    manifest = Manifest.from_dict(raw, where=str(loc))
+    check_shard_names(str(loc), [s.name for s in manifest.shards])
+    return manifest

@@ -35,6 +35,7 @@ __all__ = [
     "check_indices",
     "check_indptr",
     "check_shard_metadata",
+    "check_shard_names",
     "check_shard_paths",
     "read_json_file",
     "validate_manifest_v1",
@@ -276,6 +277,21 @@ def validate_manifest_v1(d: Any, *, where: str) -> None:
 
 
 # -- the manifest against the disk ------------------------------------------------------------------------------------
+def check_shard_names(where: str, names: list[str], *, annbatch: bool = False) -> None:
+    """Refuse shard names that are not plain child names (no ``/``, ``..`` or other characters).
+
+    Raises
+    ------
+    CollectionFormatError
+        Naming the collection and the shard.
+    """
+    pattern = _ANNBATCH_NAME if annbatch else _SHARD_NAME
+    for name in names:
+        if not pattern.match(name):
+            msg = f"{where}: shard name {name[:80]!r} is not a plain shard name of this collection; {_FIX}"
+            raise CollectionFormatError(msg)
+
+
 def check_shard_paths(path: Path, names: list[str], *, annbatch: bool = False) -> None:
     """Refuse shard names that are not plain child names, or whose directory resolves outside ``path``.
 
@@ -320,13 +336,17 @@ def check_shard_metadata(coll: Collection, i: int, element: str = "X") -> None:
         Naming the collection, the shard, the field and what to do.
     """
     info = coll.manifest.shards[i]
-    shard = coll.path / info.name
+    shard = coll.location.child(info.name)
     where = f"collection {coll.path}, shard {info.name}"
-    x_dir = shard.joinpath(*element.split("/"))
-    if not (x_dir / "zarr.json").is_file():
-        msg = f"{where}: has no {element!r} (no {x_dir / 'zarr.json'}); the shard is missing or damaged, rewrite the collection"
+    x_key = element
+
+    def meta(key: str) -> dict[str, Any]:
+        return shard.read_json(key, what="shard") or {}
+
+    x = meta(f"{x_key}/zarr.json")
+    if not x:
+        msg = f"{where}: has no {element!r} (no {shard}/{x_key}/zarr.json); the shard is missing or damaged, rewrite the collection"
         raise CorruptShardError(msg)
-    x = read_json_file(x_dir / "zarr.json", what="shard")
     if x.get("node_type") == "array":
         shape = _meta_shape(x, "shape", f"{where} {element}")
         if len(shape) != 2:
@@ -334,7 +354,7 @@ def check_shard_metadata(coll: Collection, i: int, element: str = "X") -> None:
             raise CorruptShardError(msg)
     else:
         shape = _meta_shape(x, "attrs", f"{where} {element}")
-        ip = read_json_file(x_dir / "indptr" / "zarr.json", what="shard") if (x_dir / "indptr").is_dir() else {}
+        ip = meta(f"{x_key}/indptr/zarr.json")
         ip_shape = _meta_shape(ip, "shape", f"{where} {element}/indptr") if ip else None
         if ip_shape is None or len(shape) != 2 or ip_shape != (shape[0] + 1,):
             msg = (
@@ -344,8 +364,8 @@ def check_shard_metadata(coll: Collection, i: int, element: str = "X") -> None:
             raise CorruptShardError(msg)
         if element == "X":
             for arr in ("data", "indices"):
-                meta = read_json_file(x_dir / arr / "zarr.json", what="shard") if (x_dir / arr).is_dir() else {}
-                n = _meta_shape(meta, "shape", f"{where} {element}/{arr}") if meta else None
+                m = meta(f"{x_key}/{arr}/zarr.json")
+                n = _meta_shape(m, "shape", f"{where} {element}/{arr}") if m else None
                 if n is None or n != (info.nnz,):
                     msg = f"{where}: {element}/{arr} has shape {n}, but the manifest says {info.nnz} stored values; {_FIX}"
                     raise CollectionFormatError(msg)
@@ -355,14 +375,17 @@ def check_shard_metadata(coll: Collection, i: int, element: str = "X") -> None:
     if shape[1] != coll.manifest.n_vars:
         msg = f"{where}: {element} has {shape[1]} genes, but the manifest field 'n_vars' says {coll.manifest.n_vars}; {_FIX}"
         raise CollectionFormatError(msg)
-    obs = shard / "obs" / "zarr.json"
-    if obs.is_file():
-        attrs = read_json_file(obs, what="shard").get("attributes")
+    obs = meta("obs/zarr.json")
+    if obs:
+        attrs = obs.get("attributes")
         index = attrs.get("_index") if isinstance(attrs, dict) else None
-        idx = shard / "obs" / str(index) / "zarr.json" if isinstance(index, str) and "/" not in index else None
-        meta = read_json_file(idx, what="shard") if idx is not None and idx.is_file() else {}
-        if meta.get("node_type") == "array":  # a 1-D index (an encoded group, e.g. categorical, is not checked)
-            n = _meta_shape(meta, "shape", f"{where} obs index")
+        idx = (
+            meta(f"obs/{index}/zarr.json")
+            if isinstance(index, str) and "/" not in index and index not in ("", ".", "..")
+            else {}
+        )
+        if idx.get("node_type") == "array":  # a 1-D index (an encoded group, e.g. categorical, is not checked)
+            n = _meta_shape(idx, "shape", f"{where} obs index")
             if n != (info.n_obs,):
                 msg = f"{where}: obs index has {n[0] if n else '?'} rows, but the manifest field 'shards[{i}].n_obs' says {info.n_obs}; {_FIX}"
                 raise CollectionFormatError(msg)

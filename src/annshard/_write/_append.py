@@ -11,6 +11,7 @@ between the two steps) are removed by the next append, under the lock.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import warnings
@@ -22,6 +23,7 @@ from annshard._config import zarr_config
 from annshard._errors import CollectionFormatError, OverwriteRefusedError
 from annshard._store._atomic import append_dir, cleanup_append, commit_manifest, move_into_place, scatter_workdir
 from annshard._store._collection import Collection, open_collection
+from annshard._store._location import is_url
 from annshard._store._lock import collection_lock
 
 from ._dask import resolve_client
@@ -31,6 +33,7 @@ from ._matrices import plan_matrices_into
 from ._memory import parse_bytes
 from ._passes import run_passes
 from ._plan import plan_genes_into, plan_obs
+from ._remote import append_to_url
 from ._sources import open_sources
 from ._writer import LOCK_TIMEOUT, _as_list, _check_seed, _source_paths
 
@@ -65,6 +68,7 @@ def append_collection(
     source_uids: Mapping[str, str] | None = None,
     client: Any = None,
     scheduler: Literal["distributed"] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Collection:
     """Add sources to a collection as new shards, shuffled among themselves; existing shards are never rewritten.
 
@@ -108,6 +112,10 @@ def append_collection(
         peak of one task; it must fit a worker's memory limit per thread.
     scheduler
         ``"distributed"``: use the current client (``distributed.get_client()``).
+    storage_options
+        For a collection at a URL (see :func:`annshard.open_collection`). A remote append stages its new shards
+        locally, uploads them, then replaces the manifest only if it is still the one it read (a conditional
+        put on its e-tag): of two concurrent appends one wins, the other raises :class:`CollectionLockedError`.
 
     Returns
     -------
@@ -128,6 +136,10 @@ def append_collection(
     >>> coll = annshard.open_collection("cells.zarr")  # doctest: +SKIP
     >>> coll = annshard.append_collection(coll, ["more.h5ad"])  # doctest: +SKIP
     """
+    if is_url(collection) or (isinstance(collection, Collection) and collection.remote):
+        kwargs = {k: v for k, v in locals().items() if k not in ("collection", "storage_options")}
+        target = collection.location if isinstance(collection, Collection) else str(collection)
+        return append_to_url(functools.partial(_append_local, **kwargs), target, storage_options, tmp_dir=tmp_dir)
     opened = open_collection(collection if not isinstance(collection, Collection) else collection.path)
     if opened.origin != "annshard":
         msg = f"{opened.path}: was written by {opened.origin}; annshard appends only to its own collections"
@@ -235,3 +247,7 @@ def _append_locked(
             for s in srcs:
                 s.close()
     return Collection(coll.path, new)
+
+
+def _append_local(collection: Path, **kwargs: Any) -> Collection:
+    return append_collection(collection, **kwargs)

@@ -23,6 +23,7 @@ Atomicity
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -41,6 +42,7 @@ from annshard._store._atomic import (
     temp_sibling,
 )
 from annshard._store._collection import Collection, open_collection
+from annshard._store._location import is_url
 from annshard._store._lock import LOCK_NAME
 
 from ._dask import resolve_client
@@ -50,6 +52,7 @@ from ._matrices import plan_matrices
 from ._memory import parse_bytes
 from ._passes import run_passes
 from ._plan import plan_genes, plan_obs
+from ._remote import write_to_url
 from ._sources import open_sources
 from ._spec import auto_spec
 
@@ -138,6 +141,7 @@ def write_collection(
     source_uids: Mapping[str, str] | None = None,
     client: Any = None,
     scheduler: Literal["distributed"] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Collection:
     """Write sources into one globally shuffled, sharded collection, out of core.
 
@@ -152,7 +156,9 @@ def write_collection(
         or a dict ``{name: source}`` to choose the labels of ``obs["source"]`` (by default
         the file name, or ``adata-<i>`` for in-memory AnnData).
     path
-        The collection directory to create.
+        The collection directory to create, or a URL (``s3://bucket/prefix/cells.zarr``): the collection is
+        then written to a temporary directory under ``tmp_dir`` (it needs the collection's disk space) and
+        uploaded, shards first and the manifest last (a reader never sees a half-written collection).
     seed
         Shuffle seed: the same seed and settings give byte-identical shards.
     join
@@ -209,6 +215,8 @@ def write_collection(
         peak of one task; it must fit a worker's memory limit per thread.
     scheduler
         ``"distributed"``: use the current client (``distributed.get_client()``).
+    storage_options
+        For a URL: fsspec/s3fs-style options (see :func:`annshard.open_collection`).
 
     Returns
     -------
@@ -241,6 +249,10 @@ def write_collection(
     >>> coll.n_obs, coll.n_vars  # doctest: +SKIP
     (500, 100)
     """
+    if is_url(path):  # stage locally, then upload (annshard._write._remote)
+        kwargs = {k: v for k, v in locals().items() if k not in ("sources", "path", "storage_options", "overwrite")}
+        write = functools.partial(write_collection, _as_list(sources), **kwargs)
+        return write_to_url(write, str(path), storage_options, overwrite=overwrite, tmp_dir=tmp_dir)
     path = Path(path)
     seed = _check_seed(seed)
     budget = parse_bytes(memory_budget)
