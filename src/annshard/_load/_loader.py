@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Loader"]
 
+# what Loader.settings() records, besides the sampler (its name and settings); obs_columns, layers, obsm as lists
+_SETTINGS = ("batch_size", "chunk_size", "preload_nchunks", "seed", "layer", "output", "dense", "device", "gather")
+_SETTINGS += ("drop_last", "read_threads")
+
 
 class Loader:
     """Minibatches from one or more collections: chunked random reads, prefetch, in-memory shuffle.
@@ -199,11 +203,9 @@ class Loader:
 
     def settings(self) -> dict[str, Any]:
         """Return the loader's settings as plain values (recorded by ``annshard.lamin`` on runs)."""
-        out = {k: getattr(self, k) for k in ("batch_size", "chunk_size", "preload_nchunks")}
-        out |= {"sampler": self.sampler.name, "sampler_settings": self.sampler.settings(), "seed": self.seed}
-        rest = ("obs_columns", "layer", "layers", "obsm", "output", "dense", "device", "gather", "drop_last", "read_threads")
-        lists = ("obs_columns", "layers", "obsm")
-        return out | {k: list(getattr(self, k)) if k in lists else getattr(self, k) for k in rest}  # no storage_options
+        out = {k: getattr(self, k) for k in _SETTINGS}
+        out |= {"sampler": self.sampler.name, "sampler_settings": self.sampler.settings()}
+        return out | {k: list(getattr(self, k)) for k in ("obs_columns", "layers", "obsm")}  # no storage_options
 
     def __repr__(self) -> str:
         paths = ", ".join(str(c.path) for c in self.collections)
@@ -254,12 +256,8 @@ class Loader:
     def _epoch_batches(self, world: World, epoch: int, position: int) -> Iterator[Batch]:
         kw: dict[str, Any] = {"position": position, "epoch": epoch, "n_vars": self.n_vars, "drop_last": self.drop_last}
         kw.update(shuffle=self.sampler.shuffle_blocks, seed=self.seed, part=world.part, batch_size=self.batch_size)
-        stream, reader, make, rows = (
-            self.stream(epoch, world),
-            self._reader.get(),
-            self._make,
-            self.chunk_size * self.preload_nchunks,
-        )
+        stream, reader, make = self.stream(epoch, world), self._reader.get(), self._make
+        rows = self.chunk_size * self.preload_nchunks
         if self._ops is None:
             pools = self._reader.pools(max(1, rows // self.batch_size))
             parts = gathered_batches(stream, reader, rows_per_block=rows, pools=pools, **kw)
