@@ -21,7 +21,7 @@ resuming cheap: the block holding the resume position is found with one
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from ._pool import BufferPool
     from ._world import World
 
-__all__ = ["EpochStream", "block_order", "cut_batches", "gather_rows", "gather_threads"]
+__all__ = ["EpochStream", "batch_segments", "block_order", "cut_batches", "gather_rows", "gather_threads"]
 
 _MIN_PIECE_ROWS = 64  # below this a piece's copy is too short to be worth handing to another thread
 
@@ -245,7 +245,20 @@ def cut_batches(
     final partial batch is dropped when ``drop_last``. ``workers`` splits each
     batch's copies between threads (:func:`gather_rows`).
     """
-    segments: list[tuple[Block, NDArray[np.int64]]] = []
+    for segments in batch_segments(blocks, batch_size, drop_last=drop_last):
+        yield gather_rows(segments, n_vars, pool, workers)
+
+
+def batch_segments[B](
+    blocks: Iterable[tuple[B, Any]], batch_size: int, *, drop_last: bool
+) -> Iterator[list[tuple[B, Any]]]:
+    """Group the stream of ``(block, order)`` into batches: each a list of ``(block, rows)`` segments.
+
+    Knows nothing of the arrays (the host's :func:`cut_batches` and the device
+    gather of :mod:`annshard._load._device` share it): ``order`` only needs
+    ``shape[0]`` and slicing.
+    """
+    segments: list[tuple[B, Any]] = []
     need = batch_size
     for block, order in blocks:
         pos, n = 0, int(order.shape[0])
@@ -255,7 +268,7 @@ def cut_batches(
             pos += take
             need -= take
             if need == 0:
-                yield gather_rows(segments, n_vars, pool, workers)
+                yield segments
                 segments, need = [], batch_size
     if segments and not drop_last:
-        yield gather_rows(segments, n_vars, pool, workers)
+        yield segments

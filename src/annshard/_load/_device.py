@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._assemble import block_order
+from ._assemble import batch_segments, block_order
 from ._batch import Batch
 
 if TYPE_CHECKING:
@@ -137,19 +137,7 @@ def cut_device_batches(
     drop_last: bool,
 ) -> Iterator[DeviceBlock]:
     """Cut the stream of ``(block, order)`` into batches of ``batch_size`` rows, as ``cut_batches`` does on the host."""
-    segments: list[tuple[DeviceBlock, Any]] = []
-    need = batch_size
-    for block, order in blocks:
-        pos, n = 0, int(order.shape[0])
-        while pos < n:
-            take = min(need, n - pos)
-            segments.append((block, order[pos : pos + take]))
-            pos += take
-            need -= take
-            if need == 0:
-                yield gather_device(ops, segments, n_vars)
-                segments, need = [], batch_size
-    if segments and not drop_last:
+    for segments in batch_segments(blocks, batch_size, drop_last=drop_last):
         yield gather_device(ops, segments, n_vars)
 
 

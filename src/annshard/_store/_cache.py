@@ -133,10 +133,9 @@ class ShardCache:
                 self._held, self._checked, self._pid = {}, set(), os.getpid()
             entry = self.entry(coll, i, element)
             self.path.mkdir(parents=True, exist_ok=True)
-            if not self._valid(entry):
-                self._fetch(coll, i, element, entry)
+            if not self._valid(entry) and self._fetch(coll, i, element, entry):
                 self.misses += 1
-            else:
+            else:  # valid, or fetched by another process while this one waited for the fetch lock
                 self.hits += 1
             self._hold(entry)
             os.utime(entry / _META)  # least recently used: by the manifest's mtime
@@ -158,13 +157,13 @@ class ShardCache:
         self._checked.add(entry)
         return True
 
-    def _fetch(self, coll: Collection, i: int, element: str, entry: Path) -> None:
-        """Download the entry under an exclusive lock (another process may have done it while we waited)."""
+    def _fetch(self, coll: Collection, i: int, element: str, entry: Path) -> bool:
+        """Download the entry under an exclusive lock; ``False`` if another process did it while we waited."""
         fd = os.open(f"{entry}.fetch", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if self._valid(entry):
-                return
+                return False
             name = coll.manifest.shards[i].name
             loc = coll.location
             parts = element.split("/")
@@ -194,6 +193,7 @@ class ShardCache:
         finally:
             os.close(fd)
         self._evict(keep=entry)
+        return True
 
     def _hold(self, entry: Path) -> None:
         if entry in self._held:

@@ -180,16 +180,8 @@ class Location:
             assert self.path is not None
             p = self.path / key
             return p.read_bytes() if p.is_file() else None
-        import obstore
-
-        try:
-            return bytes(obstore.get(self.obstore(), key).bytes())
-        except FileNotFoundError as e:
-            if "NoSuchBucket" in str(e):
-                raise self._error("read", key, e, "the bucket does not exist") from e
-            return None
-        except Exception as e:
-            raise self._error("read", key, e) from e
+        got = self.get_with_etag(key)
+        return None if got is None else got[0]
 
     def get_with_etag(self, key: str) -> tuple[bytes, str | None] | None:
         """Return the bytes of ``key`` and their e-tag (``None`` for a local file), or ``None`` when missing."""
