@@ -264,3 +264,22 @@ def test_set_is_on_hub_cache():
     s = object.__new__(cls)
     _compat.set_is_on_hub_cache(s, False)
     assert s.is_on_hub is False, _broke("lamindb-setup", "InstanceSettings.is_on_hub with a cached answer")
+
+
+def test_artifact_storage_key():
+    pytest.importorskip("lamindb")
+
+    class Artifact:  # the fields auto_storage_key_from_artifact reads
+        _real_key = None
+        key = "annshard/k/fp.zarr/shard-00000.zarr"
+        _key_is_virtual = False
+        uid = "a" * 20
+        suffix = ".zarr"
+        overwrite_versions = True
+
+    try:
+        assert _compat.artifact_storage_key(Artifact()) == Artifact.key
+        Artifact._key_is_virtual = True
+        assert _compat.artifact_storage_key(Artifact()) == ".lamindb/" + "a" * 16 + ".zarr"
+    except (ImportError, AttributeError) as e:
+        pytest.fail(_broke("lamindb", f"lamindb.core.storage.paths.auto_storage_key_from_artifact ({e})"))

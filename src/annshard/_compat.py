@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CHECKED",
     "anndata_io_registry_error",
+    "artifact_storage_key",
     "instance_settings_class",
     "instance_settings_file",
     "is_on_hub_cache",
@@ -261,3 +262,15 @@ def set_is_on_hub_cache(isettings: Any, value: bool) -> None:
     Checked against lamindb-setup 1.27.0.
     """
     isettings._is_on_hub = value
+
+
+def artifact_storage_key(artifact: Any) -> str:
+    """Return the key of a lamindb ``Artifact``'s files under its storage root (``artifact.path`` without the path).
+
+    That is ``lamindb.core.storage.paths.auto_storage_key_from_artifact``: the artifact's own key when it was
+    registered in place, ``.lamindb/<uid><suffix>`` otherwise. annshard needs it for artifacts on a bucket, where
+    ``artifact.path`` builds lamindb's s3fs session (and with it a request to AWS). Checked against lamindb 2.12.1.
+    """
+    from lamindb.core.storage.paths import auto_storage_key_from_artifact
+
+    return str(auto_storage_key_from_artifact(artifact))

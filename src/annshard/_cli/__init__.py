@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["main"]
+__all__ = ["add_storage_option", "main", "storage_options"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
@@ -26,6 +26,32 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("bench", "measure loader throughput and peak memory on a collection"),
     "register": ("register", "register a collection in the current lamindb instance"),
 }
+
+
+def _key_value(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        msg = f"{item!r}: expected KEY=VALUE, e.g. endpoint_url=http://127.0.0.1:9000"
+        raise argparse.ArgumentTypeError(msg)
+    return key.strip(), value
+
+
+def add_storage_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--storage-option KEY=VALUE`` (repeatable): storage options of collections given as URLs."""
+    parser.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="for a collection at a URL (s3://...): a storage option in fsspec spelling, e.g. "
+        "endpoint_url=http://127.0.0.1:9000 (repeatable; credentials also from the AWS_* environment variables)",
+    )
+
+
+def storage_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``--storage-option`` values as a dict (``None`` when none were given; a later key wins)."""
+    return dict(getattr(args, "storage_option", None) or ()) or None
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,9 @@ __all__ = ["add_parser", "bench", "run"]
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``bench`` options."""
-    parser.add_argument("path", nargs="+", help="collection path(s) (annshard or annbatch)")
+    from . import add_storage_option
+
+    parser.add_argument("path", nargs="+", help="collection path(s) or URL(s) (annshard or annbatch)")
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--chunk-size", type=int, default=32)
     parser.add_argument("--preload-nchunks", type=int, default=256)
@@ -28,6 +30,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--read-threads", type=int, default=None, help="decode threads (default: cores - 1)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--cache", default=None, metavar="DIR", help="local cache of remote shard data (Loader(cache=))"
+    )
+    add_storage_option(parser)
 
 
 def _peak_rss_mb() -> float:
@@ -48,6 +54,8 @@ def bench(
     seed: int = 0,
     read_threads: int | None = None,
     progress: bool = True,
+    storage_options: dict[str, Any] | None = None,
+    cache: str | None = None,
 ) -> dict[str, Any]:
     """Read ``epochs`` epochs and return the figures (cells/s, seconds to first batch, peak RSS in MB)."""
     from tqdm.auto import tqdm
@@ -65,6 +73,8 @@ def bench(
         output=output,  # type: ignore[arg-type]
         seed=seed,
         read_threads=read_threads,
+        storage_options=storage_options,
+        cache=cache,
     )
     target = int(loader.n_obs * epochs)
     cells, first, cpu0 = 0, None, 0.0
@@ -104,6 +114,8 @@ def bench(
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print the figures."""
+    from . import storage_options
+
     res = bench(
         args.path,
         batch_size=args.batch_size,
@@ -116,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         read_threads=args.read_threads,
         progress=not args.no_progress,
+        storage_options=storage_options(args),
+        cache=args.cache,
     )
     if args.json:
         print(json.dumps(res, indent=2, default=str))

@@ -16,7 +16,12 @@ __all__ = ["add_parser", "run"]
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
     parser.add_argument("sources", nargs="+", metavar="SOURCE", help=".h5ad files or AnnData zarr directories")
-    parser.add_argument("-o", "--output", required=True, metavar="PATH", help="the collection directory to create")
+    from . import add_storage_option
+
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="PATH", help="the collection directory (or URL, s3://...) to create"
+    )
+    add_storage_option(parser)
     parser.add_argument("--seed", type=int, default=0, help="shuffle seed (default: 0)")
     parser.add_argument(
         "--join", choices=("inner", "outer"), default="inner", help="keep genes in all sources (inner) or any (outer)"
@@ -133,6 +138,8 @@ def _engine(scheduler: str | None, workers: int | None) -> Iterator[Any]:
 def _write(
     write_collection: Any, args: argparse.Namespace, obs_columns: Any, layers: Any, obsm: Any, client: Any
 ) -> Any:
+    from . import storage_options
+
     return write_collection(
         args.sources,
         args.output,
@@ -149,6 +156,7 @@ def _write(
         overwrite=args.overwrite,
         show_progress=not args.quiet and client is None,
         client=client,
+        **({"storage_options": opts} if (opts := storage_options(args)) else {}),
     )
 
 

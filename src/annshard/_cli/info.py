@@ -18,7 +18,12 @@ _MAX_CATEGORIES_SHOWN = 8
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
-    parser.add_argument("target", help="a collection directory, or the key of a collection registered in lamindb")
+    from . import add_storage_option
+
+    parser.add_argument(
+        "target", help="a collection directory or URL (s3://...), or the key of a collection registered in lamindb"
+    )
+    add_storage_option(parser)
 
 
 def describe(coll: Collection) -> str:
@@ -68,11 +73,15 @@ def describe(coll: Collection) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Print the summary of a collection on disk, or ask lamindb when the target is not a path."""
+    from annshard._store._location import is_url
+
+    from . import storage_options
+
     target = args.target
-    if Path(target).exists():
+    if is_url(target) or Path(target).exists():
         from annshard import open_collection
 
-        print(describe(open_collection(target)))
+        print(describe(open_collection(target, storage_options=storage_options(args))))
         return 0
     try:
         from annshard.lamin._cli import info_key

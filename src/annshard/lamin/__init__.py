@@ -21,7 +21,8 @@ to ``ln.Collection`` (standard library only); the entry point does the same on
 
 Modules, one concept each: :mod:`~annshard.lamin._register` (runs, versions,
 ``register``, ``write_and_register``), :mod:`~annshard.lamin._storage` (in place or
-copied into the storage root), :mod:`~annshard.lamin._snapshot` (the manifest
+copied into the storage root), :mod:`~annshard.lamin._bucket` (storage locations on a
+bucket: uploaded by annshard, read back with obstore), :mod:`~annshard.lamin._snapshot` (the manifest
 snapshot and its features), :mod:`~annshard.lamin._undo` (taking back a failed
 registration), :mod:`~annshard.lamin._open` (loading back),
 :mod:`~annshard.lamin._find` (queries), :mod:`~annshard.lamin._errors` (errors,

@@ -9,29 +9,47 @@ are not the shards of one collection raise
 :class:`~annshard.lamin.NotAnnshardCollectionError`. :func:`load_collection`
 builds an :class:`annshard.Loader` on it and records the use on the active run
 (:mod:`~annshard.lamin._usage`); ``ln.Collection.loader()`` calls it.
+
+Shards on a bucket storage (:mod:`~annshard.lamin._bucket`) are read with annshard's obstore store from the
+artifact's URL (the endpoint from the storage root's query string, credentials from the ``AWS_*`` environment
+variables), never through lamindb's file system layer; the loader's shard cache defaults to
+``<ln.settings.cache_dir>/annshard`` for them.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from annshard._errors import CollectionFormatError, CorruptShardError
 from annshard._store._collection import Collection, open_collection
+from annshard._store._location import Location, location
 from annshard._store._manifest import Manifest
 
+from ._bucket import artifact_url
 from ._errors import NotAnnshardCollectionError
 from ._instance import require_instance
 from ._storage import _local_path
 from ._usage import record_use
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from annshard._load._loader import Loader
 
 __all__ = ["load_collection", "open_registered"]
+
+
+def _where(artifact: Any) -> tuple[Location, str]:
+    """Return the location of the folder holding an artifact's files, and the artifact's name in it."""
+    url = artifact_url(artifact)
+    if url is None:
+        path = _local_path(artifact)
+        return location(path.parent), path.name
+    loc = location(url)
+    assert loc.url is not None
+    parent, _, name = loc.url.rpartition("/")
+    return location(parent, loc.options), name
 
 
 def _meta_manifest(record: Any) -> Manifest | None:
@@ -39,7 +57,9 @@ def _meta_manifest(record: Any) -> Manifest | None:
     if meta is None:
         return None
     try:
-        doc = json.loads(_local_path(meta).read_text())
+        parent, name = _where(meta)
+        raw = parent.get(name)
+        doc = json.loads(raw.decode()) if raw is not None else None
     except (OSError, ValueError, UnicodeDecodeError):
         return None
     raw = doc.get("annshard") if isinstance(doc, dict) else None
@@ -48,10 +68,10 @@ def _meta_manifest(record: Any) -> Manifest | None:
     return Manifest.from_dict(raw, where=f"lamindb collection {record.key!r} (meta artifact {meta.uid})")
 
 
-def _shard_rows(path: Path) -> int | None:
+def _shard_rows(parent: Location, name: str) -> int | None:
     """Rows of a shard's ``X`` from its metadata alone (``None`` if unreadable)."""
     try:
-        meta = json.loads((path / "X" / "zarr.json").read_text())
+        meta = parent.read_json(f"{name}/X/zarr.json") or {}
     except (OSError, ValueError):
         return None
     shape = meta.get("attributes", {}).get("shape") or meta.get("shape")
@@ -79,17 +99,18 @@ def open_registered(record: Any) -> Collection:
     if not artifacts:
         msg = f"{label} has no artifacts"
         raise NotAnnshardCollectionError(msg)
-    paths = []
+    places = []
     for art in artifacts:
-        path = _local_path(art)
-        if not path.exists():
+        parent, name = _where(art)
+        exists = (Path(parent.path) / name).exists() if parent.path is not None else parent.get(f"{name}/zarr.json")
+        if not exists:
             msg = (
-                f"{label}: the files of shard artifact {art.uid} ({art.key}) are missing from storage at {path}; "
-                "restore them, or register the collection again from an intact copy"
+                f"{label}: the files of shard artifact {art.uid} ({art.key}) are missing from storage at "
+                f"{parent}/{name}; restore them, or register the collection again from an intact copy"
             )
             raise CorruptShardError(msg)
-        paths.append(path)
-    parents = {p.parent for p in paths}
+        places.append((parent, name))
+    parents = {str(p) for p, _ in places}
     manifest = _meta_manifest(record)
     if len(parents) != 1:
         msg = (
@@ -99,7 +120,7 @@ def open_registered(record: Any) -> Collection:
             "them into one with annshard.write_collection([a.cache() for a in collection.ordered_artifacts], ...)"
         )
         raise NotAnnshardCollectionError(msg)
-    parent = parents.pop()
+    parent = places[0][0]
     if manifest is None:
         try:
             manifest = open_collection(parent).manifest
@@ -112,15 +133,15 @@ def open_registered(record: Any) -> Collection:
             raise NotAnnshardCollectionError(msg) from e
     by_name = {s.name: s for s in manifest.shards}
     shards = []
-    for art, path in zip(artifacts, paths, strict=True):
-        info = by_name.get(path.name)
+    for art, (_, name) in zip(artifacts, places, strict=True):
+        info = by_name.get(name)
         if info is None:
-            msg = f"{label}: artifact {art.uid} ({path}) is not a shard of the collection in {parent}"
+            msg = f"{label}: artifact {art.uid} ({parent}/{name}) is not a shard of the collection in {parent}"
             raise NotAnnshardCollectionError(msg)
-        rows = _shard_rows(path)
+        rows = _shard_rows(parent, name)
         if rows is not None and rows != info.n_obs:
             msg = (
-                f"{label}: shard {path} has {rows} rows on disk but {info.n_obs} when it was registered; its files "
+                f"{label}: shard {parent}/{name} has {rows} rows on disk but {info.n_obs} when it was registered; its files "
                 "were changed after registration. Register the collection again (a new version)"
             )
             raise CorruptShardError(msg)
@@ -146,7 +167,8 @@ def load_collection(record: Any, *, version: str | None = None, **loader_kwargs:
         A version of the collection's family (``"1"``, ``"2"``, ...); default: the record itself
         (for a key: the latest version).
     **loader_kwargs
-        Passed to :class:`annshard.Loader`.
+        Passed to :class:`annshard.Loader`. For shards on a bucket storage, ``cache`` defaults to
+        ``<ln.settings.cache_dir>/annshard`` (pass ``cache=None`` to read every epoch from the bucket).
 
     Returns
     -------
@@ -179,6 +201,9 @@ def load_collection(record: Any, *, version: str | None = None, **loader_kwargs:
             msg = f"collection {record.key!r} has no version {version!r} (versions: {versions})"
             raise KeyError(msg)
         record = found
-    loader = Loader(open_registered(record), **loader_kwargs)
+    coll = open_registered(record)
+    if coll.remote and "cache" not in loader_kwargs:
+        loader_kwargs["cache"] = Path(ln.settings.cache_dir) / "annshard"
+    loader = Loader(coll, **loader_kwargs)
     record_use(record, loader.settings())
     return loader

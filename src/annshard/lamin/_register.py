@@ -33,6 +33,7 @@ from annshard._errors import AnnshardError
 from annshard._store._collection import open_collection
 from annshard._version import __version__
 
+from ._bucket import split_root, storage_root, with_query
 from ._errors import check_key
 from ._instance import default_storage_root, require_instance
 from ._snapshot import _meta_artifact
@@ -93,6 +94,13 @@ def _next_version(latest: Any) -> str:
         return str(latest.versions.count() + 1)
 
 
+def _shard_data(coll: Collection, i: int, root: str | None) -> Any:
+    """Return what ``ln.Artifact`` registers in place for shard ``i``: its directory, or its URL with the root's query."""
+    if root is None:
+        return coll.shard_path(i)
+    return with_query(f"{coll.path}/{coll.shards[i].name}", split_root(root)[1])
+
+
 def _finish(run: Any, *, ok: bool) -> None:
     run.finished_at = datetime.now(UTC)
     set_run_status(run, ok=ok)
@@ -106,6 +114,7 @@ def register(
     key: str,
     description: str | None = None,
     sources: Sequence[Any] | None = None,
+    storage: Any = None,
 ) -> Any:
     """Register a collection in the current lamindb instance as a versioned ``ln.Collection``.
 
@@ -122,6 +131,15 @@ def register(
         The source ``ln.Artifact`` objects (or their uids) the collection was
         written from; they become the inputs of the registration run. Sources the
         manifest already knows by uid are added automatically.
+    storage
+        The storage location to register in: an ``ln.Storage`` or its root, e.g. a bucket
+        ``"s3://cells/team?endpoint_url=http://127.0.0.1:9000"`` (created before with
+        ``ln.Storage(root=...).save()``). Default: for a collection at a URL, the storage location that holds
+        it; for a local one, in place inside a local storage location, else the default storage. A local
+        collection is uploaded to a bucket storage by annshard (``<root>/annshard/<key>/<fingerprint>.zarr``:
+        only the shards the bucket does not hold yet, the manifest last; lamindb uploads nothing), and the
+        manifest snapshot goes to ``<root>/annshard/manifests/``. Credentials come from the ``AWS_*``
+        environment variables.
 
     Returns
     -------
@@ -157,7 +175,7 @@ def register(
     source_artifacts = _source_artifacts(coll, sources)
     undo = _Undo()
     try:
-        coll = _place_in_storage(coll, key, undo)
+        coll, remote_root = _place_in_storage(coll, key, undo, storage)
     except BaseException:
         undo.undo()
         raise
@@ -177,7 +195,7 @@ def register(
         try:
             for i, info in enumerate(coll.shards):
                 art = ln.Artifact(
-                    coll.shard_path(i),
+                    _shard_data(coll, i, remote_root),
                     description=f"annshard shard {info.name} ({info.n_obs} rows) of {key}",
                     run=run,
                 )
@@ -188,7 +206,7 @@ def register(
         if latest is not None and [a.uid for a in latest.ordered_artifacts.all()] == [a.uid for a in shards]:
             ok = True
             return latest
-        meta = _meta_artifact(coll, key, shards, source_artifacts, run, undo)
+        meta = _meta_artifact(coll, key, shards, source_artifacts, run, undo, remote_root)
         record = ln.Collection(
             shards,
             key=key,
@@ -213,6 +231,7 @@ def write_and_register(
     *,
     key: str,
     description: str | None = None,
+    storage: Any = None,
     **write_kwargs: Any,
 ) -> Any:
     """Write a collection from lamindb artifacts (and paths), then :func:`register` it.
@@ -222,12 +241,15 @@ def write_and_register(
     sources
         ``ln.Artifact`` objects of ``.h5ad`` / AnnData zarr files, paths, or AnnData.
     path
-        Where to write the collection; default ``<default storage root>/annshard/<key>.zarr``
-        so that it is registered in place.
+        Where to write the collection; default ``<storage root>/annshard/<key>.zarr`` so that it is
+        registered in place (on a bucket storage: written there, staged locally and uploaded, see
+        :func:`annshard.write_collection`).
     key
         The lamindb key.
     description
         A description.
+    storage
+        The storage location (an ``ln.Storage`` or its root), as in :func:`register`; default: the default storage.
     **write_kwargs
         Passed to :func:`annshard.write_collection` (``seed``, ``join``, ...).
 
@@ -259,13 +281,17 @@ def write_and_register(
         else:
             name = Path(os.fspath(item)).name if isinstance(item, str | os.PathLike) else f"adata-{i}"
             inputs[name if name not in inputs else f"{name}-{i}"] = item
-    if path is None:
-        root = default_storage_root()
-        if root is None:  # pragma: no cover - cloud default storage
+    remote = storage_root(storage)
+    if path is None and remote is not None and "://" in remote:
+        base, query = split_root(remote)
+        path = with_query(f"{base}/annshard/{key}.zarr", query)  # write_collection takes the query as storage options
+    elif path is None:
+        root = default_storage_root() if remote is None else Path(remote).resolve()
+        if root is None:  # pragma: no cover - a default storage that is neither local nor a URL
             msg = "the default storage is not local: pass `path`"
             raise AnnshardError(msg)
         path = root / "annshard" / f"{key}.zarr"
     # the manifest records which sources were lamindb artifacts (SourceInfo.uid)
     uids = {name: art.uid for name, art in artifacts.items()}
     coll = write_collection(inputs, path, source_uids=uids, **write_kwargs)
-    return register(coll, key=key, description=description, sources=list(artifacts.values()))
+    return register(coll, key=key, description=description, sources=list(artifacts.values()), storage=storage)

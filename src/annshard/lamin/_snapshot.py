@@ -2,8 +2,8 @@
 
 lamindb 2.12 has no features on collections, so each registered version gets a
 *meta artifact*: a JSON snapshot of the collection's manifest at this version
-(written under ``annshard/manifests/`` in the default storage root, named by
-its content hash), carrying the features ``annshard_seed``,
+(written under ``annshard/manifests/`` in the default storage root, or in the
+bucket storage the collection is registered in, named by its content hash), carrying the features ``annshard_seed``,
 ``annshard_format_version``, ``annshard_join``, ``annshard_layout``,
 ``annshard_n_obs``, ``annshard_n_vars`` and ``annshard_sources``
 (:data:`META_FEATURES`). :func:`annshard.lamin.find_collections` queries them;
@@ -21,6 +21,7 @@ from annshard._errors import AnnshardError
 from annshard._store._atomic import write_atomic
 from annshard._version import __version__
 
+from ._bucket import put_snapshot
 from ._instance import default_storage_root
 from ._undo import _save_new
 from ._usage import ensure_features
@@ -50,7 +51,10 @@ def _layout(manifest: Manifest) -> str:
     return "/".join(parts)
 
 
-def _meta_artifact(coll: Collection, key: str, shards: list[Any], sources: list[Any], run: Any, undo: _Undo) -> Any:
+def _meta_artifact(
+    coll: Collection, key: str, shards: list[Any], sources: list[Any], run: Any, undo: _Undo, remote: str | None = None
+) -> Any:
+    """Save the manifest snapshot of ``coll`` as a JSON artifact (on the bucket storage ``remote`` if given)."""
     import lamindb as ln
 
     m = coll.manifest
@@ -67,16 +71,22 @@ def _meta_artifact(coll: Collection, key: str, shards: list[Any], sources: list[
     }
     text = json.dumps(doc, indent=1, sort_keys=True)
     digest = hashlib.sha256(text.encode()).hexdigest()[:20]
-    root = default_storage_root()
-    if root is None:  # pragma: no cover - cloud default storage
-        msg = "the default storage of the lamindb instance is not local; annshard needs a local storage root"
-        raise AnnshardError(msg)
-    path = root / "annshard" / "manifests" / f"{digest}.json"
-    if not path.exists():
-        undo.mkdir(path.parent)
-        undo.will_write(path)
-        write_atomic(path, text)
-    meta = _save_new(ln.Artifact(path, description=f"annshard manifest of {key}", run=run), run, undo)
+    if remote is not None:
+        data: Any = put_snapshot(remote, f"{digest}.json", text, undo)
+    else:
+        root = default_storage_root()
+        if root is None:
+            msg = (
+                "the default storage of the lamindb instance is not local: register with storage= a bucket storage "
+                "location (ln.Storage(root='s3://...').save()) or a local one"
+            )
+            raise AnnshardError(msg)
+        data = root / "annshard" / "manifests" / f"{digest}.json"
+        if not data.exists():
+            undo.mkdir(data.parent)
+            undo.will_write(data)
+            write_atomic(data, text)
+    meta = _save_new(ln.Artifact(data, description=f"annshard manifest of {key}", run=run), run, undo)
     ensure_features(META_FEATURES)
     meta.features.add_values(
         {

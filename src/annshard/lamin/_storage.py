@@ -10,6 +10,10 @@ appends, and shards are immutable, so a re-registration after
 :func:`annshard.append_collection` copies only the new shards and never touches
 an earlier version's files. The copy's destination must resolve inside
 ``<storage root>/annshard/`` (a symlink cannot lead it out).
+
+``register(..., storage=...)`` chooses the storage location (an ``ln.Storage`` or its root); without it, a
+collection at a URL is registered in the storage location that holds it, and a local one in place or in the
+default storage. A storage location on a bucket is :mod:`~annshard.lamin._bucket`'s.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 from annshard._errors import AnnshardError
 from annshard._store._atomic import copy_collection
 from annshard._store._collection import open_collection
+from annshard._store._location import is_url
 
+from ._bucket import place_on_bucket, storage_root, storage_root_of
 from ._errors import InvalidKeyError
 from ._instance import default_storage_root
 
@@ -70,12 +76,30 @@ def _copy_into(coll: Collection, dest: Path, undo: _Undo) -> Collection:
     return open_collection(dest)
 
 
-def _place_in_storage(coll: Collection, key: str, undo: _Undo) -> Collection:
-    path = coll.path.resolve()
-    for root in _storage_roots():
-        if path.is_relative_to(root):
+def _place_in_storage(coll: Collection, key: str, undo: _Undo, storage: Any = None) -> tuple[Collection, str | None]:
+    """Return the collection where it is registered, and the root of its storage location when that is a bucket."""
+    remote = storage_root_of(str(coll.path)) if storage is None and coll.remote else storage_root(storage)
+    if remote is None and coll.remote:
+        msg = (
+            f"{coll.path}: no storage location of the lamindb instance holds this URL; create one that does, "
+            "e.g. ln.Storage(root='s3://bucket/prefix?endpoint_url=...').save(), then register again"
+        )
+        raise AnnshardError(msg)
+    if remote is not None and is_url(remote):
+        return place_on_bucket(coll, key, remote, undo, name=f"{_fingerprint(coll)}.zarr"), remote
+    root = None if remote is None else Path(remote.removeprefix("file://")).resolve()
+    if root is not None and root not in _storage_roots():
+        msg = f"storage={remote!r} is not a storage location of the lamindb instance; create it first: ln.Storage(root={remote!r}).save()"
+        raise AnnshardError(msg)
+    return _place_local(coll, key, undo, root), None
+
+
+def _place_local(coll: Collection, key: str, undo: _Undo, root: Path | None) -> Collection:
+    path = Path(coll.path).resolve()
+    for known in [root] if root is not None else _storage_roots():
+        if path.is_relative_to(known):
             return coll
-    root = default_storage_root()
+    root = root or default_storage_root()
     if root is None:
         msg = (
             f"{coll.path}: the collection is outside every local storage root of the lamindb instance and the default "

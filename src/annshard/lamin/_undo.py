@@ -1,4 +1,4 @@
-"""Taking back a failed registration: the files it created or overwrote, and the lamindb records it made.
+"""Taking back a failed registration: the files (or bucket objects) it created or overwrote, and its lamindb records.
 
 Every step of :func:`annshard.lamin.register` that writes records what it did in
 one :class:`_Undo` journal (the shard copies and folders of
@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from annshard._store._atomic import write_atomic
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["_Undo", "_roll_back", "_save_new"]
 
@@ -27,6 +30,11 @@ class _Undo:
         self.created: list[Path] = []
         self.overwritten: dict[Path, bytes] = {}
         self.records: list[Any] = []
+        self.actions: list[Callable[[], object]] = []  # taking back what was put on a bucket, newest last
+
+    def on_undo(self, action: Callable[[], object]) -> None:
+        """Run ``action`` when the registration is taken back (e.g. delete the objects it put on a bucket)."""
+        self.actions.append(action)
 
     def mkdir(self, path: Path) -> None:
         missing = [p for p in (path, *path.parents) if not p.exists()]
@@ -41,6 +49,15 @@ class _Undo:
             self.created.append(path)
 
     def undo(self) -> None:
+        for action in reversed(self.actions):
+            try:
+                action()
+            except Exception as e:  # noqa: BLE001 - go on taking back the rest; say what is left
+                import warnings
+
+                warnings.warn(
+                    f"annshard: could not take back a bucket object after a failed registration ({e})", stacklevel=3
+                )
         for path, content in self.overwritten.items():
             write_atomic(path, content)
         for path in reversed(self.created):  # innermost first
