@@ -23,7 +23,15 @@ API = ROOT / "docs" / "api.md"
 PUBLIC = ["annshard", "annshard.samplers", "annshard.testing", "annshard.lamin", "annshard.lightning", "annshard.scvi"]
 """Every public module (``annshard.scvi`` where it exists)."""
 
-HEAVY = ("torch", "cupy", "lamindb", "lightning", "distributed", "obstore", "moto")  # not dask: anndata imports dask.array when installed
+HEAVY = (
+    "torch",
+    "cupy",
+    "lamindb",
+    "lightning",
+    "distributed",
+    "obstore",
+    "moto",
+)  # not dask: anndata imports dask.array when installed
 MAX_MODULE_LINES = 450
 MAX_LOADER_LINES = 250
 
