@@ -403,7 +403,7 @@ class SCVIDataModule(pl.LightningDataModule):
         if not self.covariates.semi_supervised:
             return batch
         labelled = batch["labels"][:, 0] != self.covariates.unlabeled_code
-        if not bool(labelled.any()):
+        if int(labelled.sum()) < _MIN_LAST_BATCH:  # none, or too few for the classifier's BatchNorm (1 row fails)
             return [batch, None]
         return [batch, {k: v[labelled] for k, v in batch.items()}]
 
