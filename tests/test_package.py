@@ -300,3 +300,20 @@ def test_design_package_table_matches_the_tree():
     assert tree <= top, f"modules missing from docs/design.md's package table: {sorted(tree - top)}"
     for name in named:
         assert (SRC / name.rstrip("/")).exists(), f"docs/design.md's package table names {name}, which does not exist"
+
+
+# -- benchmark scripts -------------------------------------------------------------------------------
+def test_no_benchmark_script_shadows_an_installed_module():
+    # `python benchmarks/x.py` puts benchmarks/ first on sys.path: a script named like a package
+    # (benchmarks/distributed.py once did) replaces that package for every import in the process
+    import importlib.util
+    import sys
+
+    bench = ROOT / "benchmarks"
+    path = [p for p in sys.path if Path(p or ".").resolve() != bench.resolve()]
+    shadowed = [
+        p.name
+        for p in sorted(bench.glob("*.py"))
+        if importlib.machinery.PathFinder.find_spec(p.stem, path) is not None or p.stem in sys.builtin_module_names
+    ]
+    assert not shadowed, f"benchmark scripts named like installed modules: {shadowed}"

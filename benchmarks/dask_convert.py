@@ -14,28 +14,19 @@ single-process writer (``--workers 0``) and a loopback ``LocalCluster`` of ``n``
 
 Usage::
 
-    uv run python benchmarks/distributed.py --cells 20000 --genes 20000 --workers 0,1,2
+    uv run python benchmarks/dask_convert.py --cells 20000 --genes 20000 --workers 0,1,2
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-HERE = Path(__file__).resolve().parent
-# this file's name is the dask package's: keep its directory off the import path, load data.py by file
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-_spec = importlib.util.spec_from_file_location("annshard_bench_data", HERE / "data.py")
-_data = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
-_spec.loader.exec_module(_data)  # type: ignore[union-attr]
-ensure_dataset = _data.ensure_dataset
+from data import ensure_dataset
 
 
 def _du(path: Path) -> int:
