@@ -53,16 +53,7 @@ def _convert(paths: list[Path], out: Path, budget: str, n_workers: int) -> dict:
 
     from annshard._write import _dask
 
-    with (
-        distributed.LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
+    with _dask.local_client(n_workers) as client:
         client.run(lambda: __import__("annshard._write"))  # the workers' imports are not the conversion's
         with distributed.get_task_stream(client) as ts:
             t0 = time.perf_counter()

@@ -115,16 +115,9 @@ def _engine(scheduler: str | None, workers: int | None) -> Iterator[Any]:
     if workers is not None:
         if workers < 1:
             raise SystemExit(f"annshard convert: --workers must be at least 1, not {workers}")
-        with (
-            distributed.LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address="127.0.0.1:0",
-            ) as cluster,
-            distributed.Client(cluster) as client,
-        ):
+        from annshard._write._dask import local_client
+
+        with local_client(workers) as client:
             yield client
         return
     try:

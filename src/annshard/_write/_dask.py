@@ -29,6 +29,7 @@ whose worker dies is rescheduled by Dask (``distributed.scheduler.allowed-failur
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import shutil
@@ -43,13 +44,14 @@ from ._memory import pin_mmap_threshold
 from ._scatter import merge_stats, plan_scatter, scatter_task
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
     from ._layout import Layout
     from ._manifest import Stored
     from ._scatter import ScatterTask, TaskStats
 
-__all__ = ["TaskCounts", "resolve_client", "run_passes_dask", "task_budget"]
+__all__ = ["TaskCounts", "local_client", "resolve_client", "run_passes_dask", "task_budget"]
 
 TASKS_PER_THREAD = 2
 """Scatter and gather tasks aimed at per worker thread (more tasks: better balance, more part files)."""
@@ -208,3 +210,20 @@ def run_passes_dask(
         for k, (rows, nnz) in enumerate(zip(layout.shard_rows, nnzs, strict=True))
     )
     return stored, shards
+
+
+@contextlib.contextmanager
+def local_client(n_workers: int) -> Iterator[Any]:
+    """Yield a client of a loopback ``LocalCluster`` of ``n_workers`` processes, one thread each (closed afterwards).
+
+    Everything binds 127.0.0.1 (the dashboard a free port): nothing listens beyond this machine.
+    """
+    import distributed
+
+    with (
+        distributed.LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
