@@ -58,6 +58,36 @@ def network_violations() -> list[str]:
     return _violations
 
 
+# -- one dask.distributed cluster for the session (tests/write/test_dask.py, tests/write/test_dask_faults.py) --------
+@pytest.fixture(scope="session")
+def dask_cluster():
+    """Two single-threaded worker processes on loopback, started once for every dask test of the session.
+
+    A test that kills a worker waits for the nanny's restart before it ends (``client.wait_for_workers(2)``), so
+    the next test finds two workers again.
+    """
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=2,
+        processes=True,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",  # loopback, any free port (None still serves HTTP on 8787)
+        worker_dashboard_address=None,
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def dask_client(dask_cluster):
+    """A client of :func:`dask_cluster` (never the default client: tests pass it, or make it current, themselves)."""
+    import distributed
+
+    with distributed.Client(dask_cluster, set_as_default=False) as client:
+        client.wait_for_workers(2, timeout=60)
+        yield client
+
+
 # -- sources with layers and obsm (tests/write/test_layers.py, tests/load/test_layers.py) --------------------------
 def _layer_adata(prefix: str, n: int, var_names: list[str], seed: int, *, counts_dense: bool, pca: int, spliced: bool):
     """An AnnData with pandas' default dtypes: normalised CSR X, a counts layer, a dense layer and two obsm arrays."""

@@ -31,6 +31,7 @@ HEAVY = (
     "distributed",
     "obstore",
     "moto",
+    "scvi",
 )  # not dask: anndata imports dask.array when installed
 MAX_MODULE_LINES = 450
 MAX_LOADER_LINES = 250

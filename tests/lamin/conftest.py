@@ -10,9 +10,14 @@ the temporary directory as working directory. Subprocesses connect through
 
 from __future__ import annotations
 
+import glob
+import itertools
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -103,3 +108,77 @@ _counter = iter(range(10**6))
 def unique_key(request) -> str:
     """A collection key no other test uses."""
     return f"test/{request.node.name.replace('[', '-').replace(']', '')}-{next(_counter)}"
+
+
+# -- one local PostgreSQL server for the session (tests/lamin/test_postgres.py, tests/lamin/test_bucket.py) --------
+def _pg_bin() -> Path | None:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent  # /usr/local/bin may hold links to a few of the binaries only
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(candidates[-1]).parent if candidates else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """``createdb(name) -> "postgresql://..."`` of a server on loopback, started once per session; stopped after."""
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not found; install Debian's `postgresql` package")
+    prefix: list[str] = []
+    owner = None
+    if os.geteuid() == 0:
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without `runuser`: cannot start PostgreSQL as a non-root user")
+        try:
+            import pwd
+
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no `postgres` user to run the server")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    base = Path(tempfile.mkdtemp(prefix="annshard-pg-"))
+    base.chmod(0o755)
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    if owner is not None:
+        os.chown(base, owner.pw_uid, owner.pw_gid)
+        os.chown(sock, owner.pw_uid, owner.pw_gid)
+    port = _free_port()
+
+    def pg(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run([*prefix, *args], capture_output=True, text=True, check=check, timeout=120)
+
+    def createdb(name: str) -> str:
+        try:
+            pg(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "lamin", name)
+        except subprocess.CalledProcessError as e:
+            pytest.fail(f"PostgreSQL createdb {name} failed: {e.stderr}", pytrace=False)
+        return f"postgresql://lamin:lamin@127.0.0.1:{port}/{name}"
+
+    options = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off"
+    try:
+        pg(str(bindir / "initdb"), "-D", str(data), "-U", "lamin", "--auth=trust", "-E", "UTF8")
+        pg(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "server.log"), "-w", "start")
+        yield createdb
+    except subprocess.CalledProcessError as e:
+        log = (base / "server.log").read_text() if (base / "server.log").exists() else ""
+        pytest.fail(f"PostgreSQL setup failed: {e.cmd}: {e.stderr}\n{log[-2000:]}")
+    finally:
+        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop", check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture
+def postgres(postgres_server) -> str:
+    """``postgresql://...`` of a fresh, empty database on the session's server (one per test: each makes an instance)."""
+    return postgres_server(f"annshard{next(_databases)}")

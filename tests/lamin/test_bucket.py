@@ -23,7 +23,6 @@ import pytest
 
 from ..remote.conftest import s3_server  # noqa: F401, TID252 - the session's S3 server fixture
 from .conftest import all_rows, make_collection, run_python
-from .test_postgres import postgres  # noqa: F401 - the local PostgreSQL server fixture
 
 pytest.importorskip("obstore")
 pytestmark = pytest.mark.filterwarnings("ignore::annshard.lamin._usage.NoRunWarning")

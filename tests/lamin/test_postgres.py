@@ -11,77 +11,13 @@ tracked run, and the run is recorded in the shared database.
 
 from __future__ import annotations
 
-import glob
-import os
 import shutil
-import socket
-import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from .conftest import run_python
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-
-def _pg_bin() -> Path | None:
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).resolve().parent  # /usr/local/bin may hold links to a few of the binaries only
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    return Path(candidates[-1]).parent if candidates else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    """``postgresql://...`` of a fresh server on loopback; stopped afterwards."""
-    bindir = _pg_bin()
-    if bindir is None:
-        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not found; install Debian's `postgresql` package")
-    prefix: list[str] = []
-    owner = None
-    if os.geteuid() == 0:
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root without `runuser`: cannot start PostgreSQL as a non-root user")
-        try:
-            import pwd
-
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no `postgres` user to run the server")
-        prefix = ["runuser", "-u", "postgres", "--"]
-    base = Path(tempfile.mkdtemp(prefix="annshard-pg-"))
-    base.chmod(0o755)
-    data, sock = base / "data", base / "sock"
-    sock.mkdir()
-    if owner is not None:
-        os.chown(base, owner.pw_uid, owner.pw_gid)
-        os.chown(sock, owner.pw_uid, owner.pw_gid)
-    port = _free_port()
-
-    def pg(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run([*prefix, *args], capture_output=True, text=True, check=check, timeout=120)
-
-    options = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off"
-    try:
-        pg(str(bindir / "initdb"), "-D", str(data), "-U", "lamin", "--auth=trust", "-E", "UTF8")
-        pg(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "server.log"), "-w", "start")
-        pg(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "lamin", "annshard")
-        yield f"postgresql://lamin:lamin@127.0.0.1:{port}/annshard"
-    except subprocess.CalledProcessError as e:
-        log = (base / "server.log").read_text() if (base / "server.log").exists() else ""
-        pytest.fail(f"PostgreSQL setup failed: {e.cmd}: {e.stderr}\n{log[-2000:]}")
-    finally:
-        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop", check=False)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_two_users_share_a_collection(postgres, tmp_path):

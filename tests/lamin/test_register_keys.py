@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -46,6 +48,22 @@ def _files(root: Path, *, skip: str | None = None) -> dict[str, str]:
     return out
 
 
+def _stats(root: Path) -> dict[str, tuple[bool, int, int, int]]:
+    """Every file and directory under ``root``: (is a directory, size, mtime in ns, inode).
+
+    Any write changes a file's mtime (or, through a rename, its inode), any new file or directory adds a key:
+    equal snapshots mean nothing was written. (The session's whole temporary tree is walked twice per test:
+    stat only, where hashing every file of it took seconds per walk.)
+    """
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            out[path] = (stat.S_ISDIR(st.st_mode), st.st_size, st.st_mtime_ns, st.st_ino)
+    return out
+
+
 # the instance's SQLite database lives in the storage root; a failed registration still records its run there
 def _counts() -> tuple[int, int, int]:
     import lamindb as ln
@@ -62,12 +80,12 @@ def outside(tmp_path):
 @pytest.mark.parametrize(("key", "rule"), list(BAD_KEYS.values()), ids=list(BAD_KEYS))
 def test_bad_key_copies_and_registers_nothing(lamin_root, tmp_path_factory, outside, key, rule):
     base = tmp_path_factory.getbasetemp()
-    before, counts, absolute = _files(base), _counts(), Path("/abs/path").exists()
+    before, counts, absolute = _stats(base), _counts(), Path("/abs/path").exists()
     with pytest.raises(InvalidKeyError, match=rule) as info:
         register(outside, key=key)
     assert repr(key) in str(info.value) and "e.g. 'pbmc/train'" in str(info.value)
     assert isinstance(info.value, ValueError)
-    assert _files(base) == before  # nothing written anywhere under the test's temporary directories
+    assert _stats(base) == before  # nothing written anywhere under the test's temporary directories
     assert _counts() == counts  # no run, artifact or collection
     assert Path("/abs/path").exists() == absolute  # (the code before this check wrote a full copy there)
 
@@ -83,20 +101,20 @@ def test_write_and_register_checks_the_key_before_writing(lamin_root, tmp_path_f
     from annshard.testing import make_adata
 
     base = tmp_path_factory.getbasetemp()
-    before, counts = _files(base), _counts()
+    before, counts = _stats(base), _counts()
     with pytest.raises(InvalidKeyError, match="'..'"):
         write_and_register([make_adata(50, 20, nnz_per_cell=4, seed=1)], key="../../escaped")
-    assert _files(base) == before
+    assert _stats(base) == before
     assert _counts() == counts
 
 
 def test_cli_register_bad_key(lamin_root, tmp_path_factory, outside, capsys):
     base = tmp_path_factory.getbasetemp()
-    before = _files(base)
+    before = _stats(base)
     assert main(["register", str(outside.path), "--key", "a/../../b"]) == 2
     err = capsys.readouterr().err
     assert "annshard register: error: invalid lamindb key 'a/../../b'" in err
-    assert _files(base) == before
+    assert _stats(base) == before
 
 
 @pytest.mark.parametrize("key", ["pbmc/train", "a", "x.y/z-1_2", "pbmc/train.v2"])

@@ -16,21 +16,11 @@ BUDGET = "3MB"  # several shards, several blocks per source
 STORAGE = {"chunk_elems": 2048, "shard_elems": 2**18}
 
 
-def _cluster(n: int):
-    return distributed.LocalCluster(
-        n_workers=n,
-        processes=True,
-        threads_per_worker=1,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",  # loopback, any free port (None still serves HTTP on 8787)
-        worker_dashboard_address=None,
-    )
-
-
-@pytest.fixture(scope="module")
-def client2():
-    with _cluster(2) as cluster, distributed.Client(cluster, set_as_default=False) as client:
-        yield client
+@pytest.fixture
+def client2(dask_client):
+    """The session's two-worker client (``tests/conftest.py``: one cluster for every dask test file), both workers up."""
+    dask_client.wait_for_workers(2, timeout=60)
+    return dask_client
 
 
 @pytest.fixture(scope="module")

@@ -40,23 +40,17 @@ def _warm_and_reset() -> int:
     return _rss("VmRSS")
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    with distributed.LocalCluster(
-        n_workers=2,
-        processes=True,
-        threads_per_worker=1,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",
-        worker_dashboard_address=None,
-    ) as c:
-        yield c
+@pytest.fixture
+def cluster(dask_cluster):
+    """The session's two-worker cluster (``tests/conftest.py``), shared with tests/write/test_dask.py."""
+    return dask_cluster
 
 
-@pytest.fixture(scope="module")
-def client(cluster):
-    with distributed.Client(cluster, set_as_default=False) as c:
-        yield c
+@pytest.fixture
+def client(dask_client):
+    """The session's client, with both workers up (a test before may have killed one; the nanny restarts it)."""
+    dask_client.wait_for_workers(2, timeout=60)
+    return dask_client
 
 
 @pytest.fixture(scope="module")
