@@ -77,8 +77,18 @@ def outside(tmp_path):
     return make_collection(tmp_path / "outside.zarr", seed=11)
 
 
+@pytest.fixture(scope="module")
+def outside_untouched(tmp_path_factory):
+    """As ``outside``, written once for the tests whose registration is refused before it reads a file.
+
+    (Each of them checks that nothing under the session's temporary tree changed, this collection included.)
+    """
+    return make_collection(tmp_path_factory.mktemp("keys") / "outside.zarr", seed=11)
+
+
 @pytest.mark.parametrize(("key", "rule"), list(BAD_KEYS.values()), ids=list(BAD_KEYS))
-def test_bad_key_copies_and_registers_nothing(lamin_root, tmp_path_factory, outside, key, rule):
+def test_bad_key_copies_and_registers_nothing(lamin_root, tmp_path_factory, outside_untouched, key, rule):
+    outside = outside_untouched
     base = tmp_path_factory.getbasetemp()
     before, counts, absolute = _stats(base), _counts(), Path("/abs/path").exists()
     with pytest.raises(InvalidKeyError, match=rule) as info:
@@ -108,7 +118,8 @@ def test_write_and_register_checks_the_key_before_writing(lamin_root, tmp_path_f
     assert _counts() == counts
 
 
-def test_cli_register_bad_key(lamin_root, tmp_path_factory, outside, capsys):
+def test_cli_register_bad_key(lamin_root, tmp_path_factory, outside_untouched, capsys):
+    outside = outside_untouched
     base = tmp_path_factory.getbasetemp()
     before = _stats(base)
     assert main(["register", str(outside.path), "--key", "a/../../b"]) == 2
