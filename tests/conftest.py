@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -56,6 +57,33 @@ def _no_network():
 def network_violations() -> list[str]:
     """The live list of network attempts recorded during the current test."""
     return _violations
+
+
+# -- one SQLite lamindb instance for the session (tests/lamin, tests/scvi/test_lamin.py) ---------------------------
+LAMIN_INSTANCE = "annshard-test"
+
+
+@pytest.fixture(scope="session")
+def lamin_root(tmp_path_factory) -> Path:
+    """Storage root of the session's SQLite instance (created and connected in this process).
+
+    ``lamindb_setup.init`` writes a ``.lamin/current_instance`` marker into the working directory, so it runs
+    with a temporary directory as working directory. Used by tests/lamin and tests/scvi/test_lamin.py.
+    """
+    home = tmp_path_factory.mktemp("lamin")
+    storage = home / "storage"
+    cwd = os.getcwd()
+    os.chdir(home)
+    try:
+        import lamindb_setup as ln_setup
+
+        ln_setup.init(storage=str(storage), name=LAMIN_INSTANCE)
+    finally:
+        os.chdir(cwd)
+    import lamindb as ln
+
+    assert ln.setup.settings.instance.name == LAMIN_INSTANCE
+    return storage.resolve()
 
 
 # -- one dask.distributed cluster for the session (tests/write/test_dask.py, tests/write/test_dask_faults.py) --------

@@ -1,11 +1,10 @@
 """A real SQLite lamindb instance for the session, and small collections on disk.
 
-The instance lives in a temporary directory; ``tests/conftest.py`` has already
-pointed ``LAMIN_SETTINGS_DIR`` at a throwaway directory, so the user's
-``~/.lamin`` is never read or changed. ``lamindb_setup.init`` writes a
-``.lamin/current_instance`` marker into the working directory, so it runs with
-the temporary directory as working directory. Subprocesses connect through
-``LAMIN_CURRENT_INSTANCE``.
+The instance (the ``lamin_root`` fixture) lives in ``tests/conftest.py``, so that
+tests/scvi can use it too; it lives in a temporary directory and
+``tests/conftest.py`` has already pointed ``LAMIN_SETTINGS_DIR`` at a throwaway
+directory, so the user's ``~/.lamin`` is never read or changed. Subprocesses
+connect through ``LAMIN_CURRENT_INSTANCE``.
 """
 
 from __future__ import annotations
@@ -22,8 +21,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-INSTANCE = "annshard-test"
 
 # appended to every subprocess script: fail (exit 3) on any non-loopback connection attempt,
 # the same audit as tests/conftest.py applies to this process
@@ -43,25 +40,6 @@ def run_python(code: str, *, env: dict[str, str] | None = None, cwd: Path | None
         timeout=timeout,
         check=False,
     )
-
-
-@pytest.fixture(scope="session")
-def lamin_root(tmp_path_factory) -> Path:
-    """Storage root of the session's SQLite instance (created and connected in this process)."""
-    home = tmp_path_factory.mktemp("lamin")
-    storage = home / "storage"
-    cwd = os.getcwd()
-    os.chdir(home)
-    try:
-        import lamindb_setup as ln_setup
-
-        ln_setup.init(storage=str(storage), name=INSTANCE)
-    finally:
-        os.chdir(cwd)
-    import lamindb as ln
-
-    assert ln.setup.settings.instance.name == INSTANCE
-    return storage.resolve()
 
 
 @pytest.fixture(scope="session")
