@@ -15,9 +15,7 @@ the :class:`~annshard.ShardInfo` of each shard it wrote.
 
 from __future__ import annotations
 
-import itertools
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,16 +39,7 @@ if TYPE_CHECKING:
     from ._layout import Layout
     from ._manifest import Stored
 
-__all__ = [
-    "GATHER_THREADS",
-    "CSRParts",
-    "decode_strings",
-    "gather",
-    "gather_bucket",
-    "gather_threads",
-    "load_bucket",
-    "take_rows",
-]
+__all__ = ["CSRParts", "decode_strings", "gather", "gather_bucket", "load_bucket", "take_rows"]
 
 
 @dataclass
@@ -68,25 +57,8 @@ class CSRParts:
         return sp.csr_matrix((self.data, self.indices, self.indptr), shape=self.shape).toarray()
 
 
-GATHER_THREADS = 4
-"""At most this many threads load and permute one bucket (one per core); the shard is encoded by zarrs' pool."""
-
-_PARALLEL_NNZ = 1 << 20  # fewer values are copied in one thread
-
-
-def gather_threads() -> int:
-    """Threads that load and permute a bucket: one per core, at most :data:`GATHER_THREADS`."""
-    return max(1, min(GATHER_THREADS, os.cpu_count() or 1))
-
-
-def take_rows(
-    data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, rows: np.ndarray, n_vars: int, *, threads: int = 1
-) -> CSRParts:
-    """Rows ``rows`` of a CSR matrix, in that order, keeping dtypes (``uint16`` indices stay ``uint16``).
-
-    ``threads > 1`` copies contiguous runs of the output rows in that many threads (the copy releases
-    the GIL); the result is the same.
-    """
+def take_rows(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, rows: np.ndarray, n_vars: int) -> CSRParts:
+    """Rows ``rows`` of a CSR matrix, in that order, keeping dtypes (``uint16`` indices stay ``uint16``)."""
     indptr = np.asarray(indptr)
     rows = np.asarray(rows)
     lengths = np.diff(indptr)[rows]
@@ -95,19 +67,7 @@ def take_rows(
     nnz = int(new_indptr[-1])
     out_data = np.empty(nnz, dtype=data.dtype)
     out_indices = np.empty(nnz, dtype=indices.dtype)
-    threads = max(1, min(threads, len(rows), nnz // _PARALLEL_NNZ))
-    if threads == 1:
-        row_gather(rows, indptr, indices, data, out_indices, out_data)
-    else:
-        cuts = np.linspace(0, len(rows), threads + 1).astype(np.int64)
-
-        def run(r0: int, r1: int) -> None:
-            p0, p1 = int(new_indptr[r0]), int(new_indptr[r1])
-            row_gather(rows[r0:r1], indptr, indices, data, out_indices[p0:p1], out_data[p0:p1])
-
-        with ThreadPoolExecutor(threads, thread_name_prefix="annshard-gather") as pool:
-            for f in [pool.submit(run, int(a), int(b)) for a, b in itertools.pairwise(cuts)]:
-                f.result()
+    row_gather(rows, indptr, indices, data, out_indices, out_data)
     return CSRParts(out_data, out_indices, new_indptr, (len(rows), n_vars))
 
 
@@ -159,16 +119,9 @@ def _load_matrix(
     if storage.x_format == "csr":
         rowlen = _load(layout, k, f"{prefix}rowlen", np.int64, n)
         indptr = np.concatenate([[0], np.cumsum(rowlen)])
-        nnz, idt, threads = int(indptr[-1]), np.dtype(storage.indices_dtype), gather_threads()
-        if threads > 1 and nnz >= _PARALLEL_NNZ:  # the two files are read at once (reads release the GIL)
-            with ThreadPoolExecutor(1, thread_name_prefix="annshard-gather") as pool:
-                later = pool.submit(_load, layout, k, f"{prefix}indices", idt, nnz)
-                data = _load(layout, k, f"{prefix}data", vdt, nnz)
-                indices = later.result()
-        else:
-            data = _load(layout, k, f"{prefix}data", vdt, nnz)
-            indices = _load(layout, k, f"{prefix}indices", idt, nnz)
-        return take_rows(data, indices, indptr, perm, n_cols, threads=threads)
+        data = _load(layout, k, f"{prefix}data", vdt, int(indptr[-1]))
+        indices = _load(layout, k, f"{prefix}indices", np.dtype(storage.indices_dtype), int(indptr[-1]))
+        return take_rows(data, indices, indptr, perm, n_cols)
     flat = _load(layout, k, f"{prefix}data", vdt, n * n_cols)
     return flat.reshape(n, n_cols)[perm]
 
