@@ -273,6 +273,7 @@ def summarise(res: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
             d: dict[str, Any] = {}
             d["convert_cells_per_s"] = _med(runs, f"{kind}/convert/{lib}", "cells_per_s")
             d["convert_peak_rss_mb"] = _med(runs, f"{kind}/convert/{lib}", "peak_rss_mb")
+            d["convert_cpu_s"] = _med(runs, f"{kind}/convert/{lib}", "cpu_s")
             d["decode_cells_per_s"] = _med(runs, f"{kind}/decode/{lib}", "cells_per_s")
             d["decode_gb_per_s"] = _med(runs, f"{kind}/decode/{lib}", "decoded_gb_per_s")
             d["bytes_on_disk"] = res.get("collections", {}).get(kind, {}).get(lib, {}).get("bytes_on_disk")
@@ -408,6 +409,7 @@ def table(res: dict[str, Any], a: argparse.Namespace) -> str:
                 ash["convert_cells_per_s"],
                 ab["convert_cells_per_s"],
                 _x(_ratio(ash["convert_cells_per_s"], ab["convert_cells_per_s"])),
+                _pair(ash["convert_cpu_s"], ab["convert_cpu_s"], "{:,.1f}"),
                 _pair(ash["convert_peak_rss_mb"], ab["convert_peak_rss_mb"], "{:,.0f}"),
                 _pair(ash["bytes_on_disk"] / 1e6, ab["bytes_on_disk"] / 1e6, "{:,.0f}"),
             ]
@@ -421,6 +423,7 @@ def table(res: dict[str, Any], a: argparse.Namespace) -> str:
                 "annshard cells/s",
                 "annbatch cells/s",
                 "ratio",
+                "CPU s annshard / annbatch",
                 "peak RSS MB annshard / annbatch",
                 "collection MB annshard / annbatch",
             ],

@@ -6,10 +6,41 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from ._base import ColumnSchema
 
-__all__ = ["column_schema_from_pandas", "frame_as_array", "numeric_frame_dtype", "var_with_str_index"]
+__all__ = ["CSRRows", "column_schema_from_pandas", "frame_as_array", "numeric_frame_dtype", "var_with_str_index"]
+
+
+class CSRRows:
+    """Row blocks of a stored CSR matrix (an h5py or zarr group with ``data``, ``indices``, ``indptr``).
+
+    A block is read as three slices and wrapped without a copy: anndata's ``sparse_dataset`` reads the same
+    slices and then copies them once more (scipy's row slicing), a full copy of every block the writer reads.
+    """
+
+    def __init__(self, group: Any, shape: tuple[int, ...]) -> None:
+        self.data, self.indices, self.indptr = group["data"], group["indices"], group["indptr"]
+        self.shape = (int(shape[0]), int(shape[1]))
+
+    def __getitem__(self, rows: slice) -> sp.csr_matrix:
+        """Rows ``rows`` (a ``start:stop`` slice) as a scipy CSR matrix."""
+        start, stop, _ = rows.indices(self.shape[0])
+        stop = max(start, stop)
+        indptr = np.asarray(self.indptr[start : stop + 1], dtype=np.int64)
+        if indptr.shape[0] != stop - start + 1:
+            msg = f"indptr has {self.indptr.shape[0]} entries for {self.shape[0]} rows"
+            raise ValueError(msg)
+        p0, p1 = int(indptr[0]), int(indptr[-1])
+        if p1 < p0 or (indptr.shape[0] > 1 and (np.diff(indptr) < 0).any()) or p1 > self.data.shape[0]:
+            msg = f"indptr of rows {start}:{stop} is not a non-decreasing run within data's {self.data.shape[0]} values"
+            raise ValueError(msg)
+        data, indices = np.asarray(self.data[p0:p1]), np.asarray(self.indices[p0:p1])
+        if data.shape[0] != p1 - p0 or indices.shape[0] != p1 - p0:
+            msg = f"data or indices hold fewer than the {p1} values indptr points to"
+            raise ValueError(msg)
+        return sp.csr_matrix((data, indices, indptr - p0), shape=(stop - start, self.shape[1]))
 
 
 def column_schema_from_pandas(s: pd.Series) -> ColumnSchema:

@@ -1,4 +1,4 @@
-"""Files with encoding metadata as sources: ``.h5ad`` (h5py) and AnnData zarr stores, read with anndata's readers."""
+"""Files with encoding metadata as sources: ``.h5ad`` (h5py) and AnnData zarr stores, read with anndata's readers (CSR row blocks as three slices, :class:`._elements.CSRRows`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from annshard._compat import anndata_io_registry_error
 from annshard._errors import SourceError
 
 from ._base import MatrixInfo, Source
-from ._elements import column_schema_from_pandas, frame_as_array, numeric_frame_dtype, var_with_str_index
+from ._elements import CSRRows, column_schema_from_pandas, frame_as_array, numeric_frame_dtype, var_with_str_index
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -199,8 +199,6 @@ class StoreSource(Source):
 
     def read_matrix(self, element: str, start: int, stop: int) -> sp.csr_matrix | np.ndarray:
         """Rows ``start:stop`` of ``element``."""
-        import anndata as ad
-
         info = self.matrix_info(element)
         try:
             if element in self._cache:
@@ -211,7 +209,7 @@ class StoreSource(Source):
                 # CSC cannot be read in row blocks; it is read whole and converted once, in memory (documented)
                 m = self._cache[element] = sp.csr_matrix(self._read_elem(element))
             elif info.format == "csr":
-                m = self._cache[element] = ad.io.sparse_dataset(self._get_root()[element])
+                m = self._cache[element] = CSRRows(self._get_root()[element], info.shape)
             else:
                 m = self._cache[element] = self._get_root()[element]
             block = m[start:stop]
