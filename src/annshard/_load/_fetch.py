@@ -30,6 +30,7 @@ from annshard._compat import (
     zarr_chunk_key_encoder,
     zarr_chunk_projection,
     zarr_read_selection,
+    zarr_stored_counts,
     zarr_sync,
     zarrs_chunk_item,
     zarrs_pipeline_impl,
@@ -114,11 +115,19 @@ class DirectRuns:
     directly instead, one item per (run, zarr chunk). :meth:`create` returns
     ``None`` when the array is not read by zarrs (zarrs not installed, or a
     codec it does not support); the caller then goes through zarr.
+
+    Raw counts (stored as unsigned integers through ``fixedscaleoffset``,
+    :func:`~annshard._compat.zarr_stored_counts`) are decoded as the stored
+    integers and widened to the array's dtype by numpy afterwards: zarrs'
+    per-element ``fixedscaleoffset`` decode cost more than the whole lz4 and
+    bitshuffle decode of the same values (measured in ``docs/performance.md``).
+    :attr:`dtype` is what zarrs decodes into.
     """
 
     def __init__(self, array: zarr.Array, impl: Any, chunk_item: Any) -> None:
         self._impl = impl
         self._item = chunk_item
+        self.dtype = np.dtype(array.dtype)
         self._chunk = int((array.shards or array.chunks)[0])
         self._extra = [int(e) for e in array.shape[1:]]
         self._keys: dict[int, str] = {}
@@ -130,12 +139,16 @@ class DirectRuns:
         """Return a direct reader for ``array``, or ``None`` when zarrs does not read it."""
         try:
             chunk_item = zarrs_chunk_item()  # the private interface this relies on (a zarrs release may change it)
-            impl = None if chunk_item is None else zarrs_pipeline_impl(array)
-            if impl is None:
+            if chunk_item is None:
                 return None
-            return cls(array, impl, chunk_item)
+            stored = zarr_stored_counts(array)
+            for arr in (stored, array):
+                impl = None if arr is None else zarrs_pipeline_impl(arr)
+                if impl is not None:
+                    return cls(arr, impl, chunk_item)
         except Exception:  # noqa: BLE001 - anything unexpected: read through zarr instead
             return None
+        return None
 
     def _key(self, ci: int) -> str:
         key = self._keys.get(ci)
@@ -143,8 +156,17 @@ class DirectRuns:
             key = self._keys[ci] = self._prefix + self._encode((ci, *(0 for _ in self._extra)))
         return key
 
-    def read(self, runs: NDArray[np.int64], out: np.ndarray) -> None:
-        """Decode ``runs`` (``(n, 2)`` start, stop) one after the other into ``out``."""
+    def read(self, runs: NDArray[np.int64], out: np.ndarray, pool: BufferPool | None = None) -> None:
+        """Decode ``runs`` (``(n, 2)`` start, stop) one after the other into ``out`` (C-contiguous).
+
+        When ``out``'s dtype is wider than :attr:`dtype` (stored counts), the runs are decoded
+        into a buffer from ``pool`` first and widened into ``out``.
+        """
+        if out.dtype != self.dtype:
+            stored = (np.empty if pool is None else pool.empty)(out.size, self.dtype).reshape(out.shape)
+            self.read(runs, stored)
+            np.copyto(out, stored, casting="unsafe")
+            return
         extra = self._extra
         full = [slice(0, e) for e in extra]
         shape = [int(out.shape[0]), *extra]
@@ -249,6 +271,10 @@ class BlockReader:
                     with zarr_config(threads=self.threads):  # zarrs fixes its thread count when an array opens
                         arrs = open_shard_arrays(ref.collection.element_group(ref.shard, element), element=element)
                         indptr = None if arrs.indptr is None else np.asarray(arrs.indptr[...], dtype=np.int64)
+                        direct = (
+                            DirectRuns.create(arrs.data),
+                            None if arrs.indices is None else DirectRuns.create(arrs.indices),
+                        )
                 except Exception as e:
                     msg = f"{ref.where}: cannot open {element!r} ({type(e).__name__}: {e}); the shard is missing or damaged, rewrite the collection"
                     raise CorruptShardError(msg) from e
@@ -262,10 +288,7 @@ class BlockReader:
                         raise CorruptShardError(msg)
                     check_indptr(indptr, n_values, ref.where)
                 self._arrays[key] = arrs
-                self._direct[key] = (
-                    DirectRuns.create(arrs.data),
-                    None if arrs.indices is None else DirectRuns.create(arrs.indices),
-                )
+                self._direct[key] = direct
                 if indptr is not None:
                     self._indptr[key] = indptr
             return self._arrays[key]
@@ -302,7 +325,7 @@ class BlockReader:
                 blocks.append(
                     self._plan_csr(chunks, shard_ids, arrs, index, local, bounds, pool, element, jobs, direct)
                 )
-        self._run(jobs, chunks, shard_ids, direct)
+        self._run(jobs, chunks, shard_ids, direct, pool)
         # before any CSR matrix or tensor is built from them: an index past n_vars would make those read out of bounds
         n_vars = self.shards[0].collection.n_vars
         for b in blocks:
@@ -391,10 +414,11 @@ class BlockReader:
         chunks: NDArray[np.int64],
         shard_ids: np.ndarray,
         direct: list[tuple[DirectRuns, NDArray[np.int64], np.ndarray]],
+        pool: BufferPool | None = None,
     ) -> None:
         try:
             for reader, runs, out in direct:
-                reader.read(runs, out)
+                reader.read(runs, out, pool)
             if jobs:
                 with zarr_config():
                     zarr_sync(_gather(jobs))
