@@ -316,6 +316,7 @@ class BlockReader:
         # X and every extra element: one list of reads, decoded in one request
         jobs: list[Any] = []
         direct: list[tuple[DirectRuns, NDArray[np.int64], np.ndarray]] = []
+        widen: list[tuple[np.ndarray, np.ndarray]] = []  # (stored counts, values) pairs to widen after the reads
         blocks = []
         for element in (self.element, *self.extras):
             arrs = [self.arrays(int(s), element) for s in shard_ids]
@@ -323,9 +324,12 @@ class BlockReader:
                 blocks.append(self._plan_dense(chunks, shard_ids, arrs, index, element, jobs, direct))
             else:
                 blocks.append(
-                    self._plan_csr(chunks, shard_ids, arrs, index, local, bounds, pool, element, jobs, direct)
+                    self._plan_csr(chunks, shard_ids, arrs, index, local, bounds, pool, element, jobs, direct, widen)
                 )
         self._run(jobs, chunks, shard_ids, direct, pool)
+        for narrow, wide in widen:
+            np.copyto(wide, narrow, casting="unsafe")
+        del widen
         # before any CSR matrix or tensor is built from them: an index past n_vars would make those read out of bounds
         n_vars = self.shards[0].collection.n_vars
         for b in blocks:
@@ -355,8 +359,9 @@ class BlockReader:
         element: str,
         jobs: list[Any],
         direct: list[tuple[DirectRuns, NDArray[np.int64], np.ndarray]],
+        widen: list[tuple[np.ndarray, np.ndarray]],
     ) -> Block:
-        """Allocate a CSR element's block and add its reads to ``jobs`` / ``direct``."""
+        """Allocate a CSR element's block and add its reads to ``jobs`` / ``direct`` (stored counts: and ``widen``)."""
         lens_parts, elem_runs = [], []
         for j, s in enumerate(shard_ids.tolist()):
             ip = self._indptr[(s, element)]
@@ -371,11 +376,19 @@ class BlockReader:
         empty = np.empty if pool is None else pool.empty
         data = empty(nnz, dtype=arrs[0].data.dtype)
         indices = empty(nnz, dtype=arrs[0].indices.dtype)
+        counts: np.ndarray | None = None  # the stored counts of the whole block, widened into `data` once read
         pos = 0
         for s, a, er in zip(shard_ids.tolist(), arrs, elem_runs, strict=True):
             k = int((er[:, 1] - er[:, 0]).sum())
             dd, di = self._direct[(s, element)]
-            for reader, arr, out in ((dd, a.data, data[pos : pos + k]), (di, a.indices, indices[pos : pos + k])):
+            out_data = data[pos : pos + k]
+            if dd is not None and dd.dtype != data.dtype:
+                if counts is None:
+                    counts = empty(nnz, dtype=dd.dtype)
+                if counts.dtype == dd.dtype:  # else (shards storing other counts dtypes) DirectRuns widens itself
+                    out_data = counts[pos : pos + k]
+                    widen.append((out_data, data[pos : pos + k]))
+            for reader, arr, out in ((dd, a.data, out_data), (di, a.indices, indices[pos : pos + k])):
                 if reader is not None:
                     direct.append((reader, er, out))
                 else:
