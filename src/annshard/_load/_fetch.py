@@ -37,6 +37,7 @@ from annshard._compat import (
 )
 from annshard._config import zarr_config
 from annshard._errors import CorruptShardError
+from annshard._store._raw import RawRuns, split_runs
 from annshard._store._shard import open_shard_arrays
 from annshard._store._validate import check_indices, check_indptr
 
@@ -63,23 +64,6 @@ def read_order(chunks: NDArray[np.int64]) -> NDArray[np.int64]:
     return np.lexsort((chunks[:, 1], chunks[:, 0]))
 
 
-def _pieces(runs: NDArray[np.int64], chunk: int) -> Iterator[tuple[int, int, int, int]]:
-    """Split runs of a chunked axis at chunk borders: ``(chunk index, start in it, stop in it, start in output)``.
-
-    The runs are laid out one after the other in the output.
-    """
-    out = 0
-    for start, stop in runs.tolist():
-        pos = start
-        while pos < stop:
-            ci = pos // chunk
-            c0 = ci * chunk
-            end = min(stop, c0 + chunk)
-            yield ci, pos - c0, end - c0, out
-            out += end - pos
-            pos = end
-
-
 class RunsIndexer:
     """A zarr indexer selecting several ``[start, stop)`` runs of a 1-D (or row runs of a 2-D) array.
 
@@ -97,7 +81,7 @@ class RunsIndexer:
     def __iter__(self) -> Iterator[Any]:
         c, n = self._chunk, self._len
         full = tuple(slice(0, e) for e in self._extra)
-        for ci, a, b, out in _pieces(self.runs, c):
+        for ci, a, b, out in split_runs(self.runs, c):
             yield zarr_chunk_projection(
                 (ci, *(0 for _ in self._extra)),
                 (slice(a, b), *full),
@@ -135,9 +119,15 @@ class DirectRuns:
         self._encode = zarr_chunk_key_encoder(array)
 
     @classmethod
-    def create(cls, array: zarr.Array) -> DirectRuns | None:
-        """Return a direct reader for ``array``, or ``None`` when zarrs does not read it."""
+    def create(cls, array: zarr.Array) -> DirectRuns | RawRuns | None:
+        """Return a direct reader for ``array``, or ``None`` when zarrs does not read it.
+
+        An uncompressed sharded 1-D array on a local disk gets a :class:`~annshard._store._raw.RawRuns` (nothing to decode).
+        """
         try:
+            raw = RawRuns.create(array)
+            if raw is not None:
+                return raw
             chunk_item = zarrs_chunk_item()  # the private interface this relies on (a zarrs release may change it)
             if chunk_item is None:
                 return None
@@ -179,7 +169,7 @@ class DirectRuns:
                 subset=[slice(o, o + b - a), *full],
                 shape=shape,
             )
-            for ci, a, b, o in _pieces(runs, self._chunk)
+            for ci, a, b, o in split_runs(runs, self._chunk)
         ]
         if items:
             self._impl.retrieve_chunks_and_apply_index(items, out)
@@ -257,7 +247,7 @@ class BlockReader:
         self.threads = threads
         self._arrays: dict[tuple[int, str], Any] = {}
         self._indptr: dict[tuple[int, str], NDArray[np.int64]] = {}
-        self._direct: dict[tuple[int, str], tuple[DirectRuns | None, DirectRuns | None]] = {}
+        self._direct: dict[tuple[int, str], tuple[DirectRuns | RawRuns | None, DirectRuns | RawRuns | None]] = {}
         self._lock = threading.Lock()
 
     def arrays(self, i: int, element: str | None = None) -> Any:
@@ -315,7 +305,7 @@ class BlockReader:
         bounds = np.searchsorted(row_shard, np.append(shard_ids, shard_ids[-1] + 1))
         # X and every extra element: one list of reads, decoded in one request
         jobs: list[Any] = []
-        direct: list[tuple[DirectRuns, NDArray[np.int64], np.ndarray]] = []
+        direct: list[tuple[DirectRuns | RawRuns, NDArray[np.int64], np.ndarray]] = []
         widen: list[tuple[np.ndarray, np.ndarray]] = []  # (stored counts, values) pairs to widen after the reads
         blocks = []
         for element in (self.element, *self.extras):
@@ -358,7 +348,7 @@ class BlockReader:
         pool: BufferPool | None,
         element: str,
         jobs: list[Any],
-        direct: list[tuple[DirectRuns, NDArray[np.int64], np.ndarray]],
+        direct: list[tuple[DirectRuns | RawRuns, NDArray[np.int64], np.ndarray]],
         widen: list[tuple[np.ndarray, np.ndarray]],
     ) -> Block:
         """Allocate a CSR element's block and add its reads to ``jobs`` / ``direct`` (stored counts: and ``widen``)."""
@@ -404,7 +394,7 @@ class BlockReader:
         index: np.ndarray,
         element: str,
         jobs: list[Any],
-        direct: list[tuple[DirectRuns, NDArray[np.int64], np.ndarray]],
+        direct: list[tuple[DirectRuns | RawRuns, NDArray[np.int64], np.ndarray]],
     ) -> Block:
         """Allocate a dense element's block and add its reads to ``jobs`` / ``direct``."""
         n_vars = int(arrs[0].shape[1])
@@ -426,7 +416,7 @@ class BlockReader:
         jobs: list[Any],
         chunks: NDArray[np.int64],
         shard_ids: np.ndarray,
-        direct: list[tuple[DirectRuns, NDArray[np.int64], np.ndarray]],
+        direct: list[tuple[DirectRuns | RawRuns, NDArray[np.int64], np.ndarray]],
         pool: BufferPool | None = None,
     ) -> None:
         try:
