@@ -163,7 +163,7 @@ def zarr_stored_counts(array: zarr.Array) -> zarr.Array | None:
 
     For an array whose values pass (first, inside its shards or not) through
     ``numcodecs.fixedscaleoffset`` with scale 1 and offset 0 into an unsigned
-    integer (how annshard stores raw counts, :meth:`annshard._store._spec.StorageSpec.counts_filters`),
+    integer (how annshard stores raw counts, :meth:`annshard.StorageSpec.counts_filters`),
     the returned array reads the stored integers themselves: widening them to
     the array's dtype afterwards gives exactly what ``array`` reads, without
     the filter's per-element decode. ``None`` for any other array. Built as
