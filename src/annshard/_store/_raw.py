@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,12 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["RawRuns", "split_runs"]
 
 _MISSING = 2**64 - 1  # a shard index entry of an inner chunk that was never written (all fill value)
-
-
-def _close_all(fds: dict[int, int | None]) -> None:
-    for fd in fds.values():
-        if fd is not None:
-            os.close(fd)
 
 
 def split_runs(runs: NDArray[np.int64], chunk: int) -> Iterator[tuple[int, int, int, int]]:
@@ -66,11 +59,9 @@ class RawRuns:
         self._inner_len = inner_len
         self._n_inner = shard_len // inner_len
         self._fill = fill
-        self._fds: dict[int, int | None] = {}
         self._tables: dict[int, NDArray[np.uint64]] = {}
         self._sizes: dict[int, int] = {}
         self._lock = threading.Lock()
-        weakref.finalize(self, _close_all, self._fds)
 
     @classmethod
     def create(cls, array: zarr.Array) -> RawRuns | None:
@@ -102,25 +93,21 @@ class RawRuns:
         directory = array.store.root / array.path if array.path else array.store.root
         return cls(directory, dtype.newbyteorder("<"), shard_len, inner_len, d.get("fill_value") or 0)
 
-    def _shard(self, s: int) -> tuple[int | None, NDArray[np.uint64] | None]:
-        """Return the open file and the inner-chunk index of shard file ``s`` (``None``, ``None``: never written)."""
+    def _index(self, s: int, fd: int) -> tuple[NDArray[np.uint64], int]:
+        """Return the inner-chunk index (offset, bytes) of shard file ``s`` open as ``fd``, and its size; read once."""
         with self._lock:
-            if s not in self._fds:
-                path = self._dir / "c" / str(s)
-                try:
-                    fd = os.open(path, os.O_RDONLY)
-                except FileNotFoundError:
-                    self._fds[s] = None
-                    return None, None
+            if s not in self._tables:
                 size = os.fstat(fd).st_size
                 n = self._n_inner * 16
                 raw = os.pread(fd, n, size - n - 4) if size >= n + 4 else b""
                 if len(raw) != n:
-                    os.close(fd)
-                    msg = f"{path}: {size} bytes, too short for the shard index of {self._n_inner} chunks (truncated file)"
+                    msg = f"{self._path(s)}: {size} bytes, too short for the shard index of {self._n_inner} chunks (truncated file)"
                     raise OSError(msg)
-                self._fds[s], self._tables[s], self._sizes[s] = fd, np.frombuffer(raw, "<u8").reshape(-1, 2), size
-            return self._fds[s], self._tables.get(s)
+                self._tables[s], self._sizes[s] = np.frombuffer(raw, "<u8").reshape(-1, 2), size
+            return self._tables[s], self._sizes[s]
+
+    def _path(self, s: int) -> Path:
+        return self._dir / "c" / str(s)
 
     @property
     def inner_len(self) -> int:
@@ -143,18 +130,33 @@ class RawRuns:
         size = self.dtype.itemsize
         chunk_bytes = self._inner_len * size
         view = memoryview(out.reshape(-1).view(np.uint8))
-        for ci, a, b, o in pieces:
-            s, c = divmod(ci, self._n_inner)
-            fd, table = self._shard(s)
-            off, nbytes = (_MISSING, 0) if table is None else (int(table[c, 0]), int(table[c, 1]))
-            if off == _MISSING:
-                out[o : o + b - a] = self._fill
-                continue
-            if nbytes != chunk_bytes or off + nbytes > self._sizes[s]:
-                msg = f"{self._dir / 'c' / str(s)}: inner chunk {c} is {nbytes} bytes at {off}, not {chunk_bytes} bytes inside the file"
-                raise OSError(msg)
-            want = (b - a) * size
-            got = os.preadv(fd, [view[o * size : o * size + want]], off + a * size)
-            if got != want:
-                msg = f"{self._dir / 'c' / str(s)}: read {got} of {want} bytes of inner chunk {c} (truncated file)"
-                raise OSError(msg)
+        fds: dict[int, int | None] = {}  # open for this call only: a collection may have thousands of shard files
+        try:
+            for ci, a, b, o in pieces:
+                s, c = divmod(ci, self._n_inner)
+                if s not in fds:
+                    try:
+                        fds[s] = os.open(self._path(s), os.O_RDONLY)
+                    except FileNotFoundError:  # a shard file never written: all fill value
+                        fds[s] = None
+                fd = fds[s]
+                if fd is None:
+                    out[o : o + b - a] = self._fill
+                    continue
+                table, file_size = self._index(s, fd)
+                off, nbytes = int(table[c, 0]), int(table[c, 1])
+                if off == _MISSING:
+                    out[o : o + b - a] = self._fill
+                    continue
+                if nbytes != chunk_bytes or off + nbytes > file_size:
+                    msg = f"{self._path(s)}: inner chunk {c} is {nbytes} bytes at {off}, not {chunk_bytes} bytes inside the file"
+                    raise OSError(msg)
+                want = (b - a) * size
+                got = os.preadv(fd, [view[o * size : o * size + want]], off + a * size)
+                if got != want:
+                    msg = f"{self._path(s)}: read {got} of {want} bytes of inner chunk {c} (truncated file)"
+                    raise OSError(msg)
+        finally:
+            for fd in fds.values():
+                if fd is not None:
+                    os.close(fd)
