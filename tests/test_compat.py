@@ -114,6 +114,33 @@ def test_zarr_chunk_key_encoder(tmp_path):
     assert encode((1, 0)) == "c/1/0", _broke("zarr", "the default chunk key encoding")
 
 
+def test_zarr_stored_counts(tmp_path):
+    from annshard._config import zarr_config
+    from annshard._store._spec import StorageSpec
+
+    spec = StorageSpec(counts_dtype="uint16")
+    values = np.array([0, 1, 7, 300, 65535, 2, 0, 9] * 25, dtype=np.float32)
+    with zarr_config():
+        kw = {"shape": values.shape, "chunks": (16,), "shards": (64,), "dtype": "float32"}
+        a = zarr.create_array(
+            tmp_path / "c.zarr", filters=spec.counts_filters(), compressors=spec.compressors(counts=True), **kw
+        )
+        a[:] = values
+        plain = zarr.create_array(tmp_path / "p.zarr", **kw)
+        plain[:] = values
+        try:
+            stored = _compat.zarr_stored_counts(zarr.open_array(tmp_path / "c.zarr", mode="r"))
+        except (AttributeError, KeyError, TypeError) as e:
+            pytest.fail(_broke("zarr", f"zarr.AsyncArray(metadata dict, store_path) or array.metadata.to_dict() ({e})"))
+        assert stored is not None, _broke("zarr", "the metadata dict of a fixedscaleoffset array")
+        assert stored.dtype == np.uint16, _broke("zarr", "AsyncArray built from a metadata dict")
+        got = stored[...]
+        assert got.dtype == np.uint16 and np.array_equal(got.astype(np.float32), values), _broke(
+            "zarr", "what it reads"
+        )
+        assert _compat.zarr_stored_counts(zarr.open_array(tmp_path / "p.zarr", mode="r")) is None
+
+
 class _Runs:
     """A custom indexer (the shape of annshard._load._fetch.RunsIndexer): elements 3-5 and 12-13 of a 20-element array."""
 

@@ -42,6 +42,7 @@ __all__ = [
     "zarr_chunk_projection",
     "zarr_fallback_pipeline_path",
     "zarr_read_selection",
+    "zarr_stored_counts",
     "zarr_sync",
     "zarrs_chunk_item",
     "zarrs_loaded",
@@ -155,6 +156,43 @@ async def zarr_read_selection(array: zarr.Array, indexer: Any, out: np.ndarray) 
 
     proto = default_buffer_prototype()
     await array._async_array._get_selection(indexer, prototype=proto, out=proto.nd_buffer(out))
+
+
+def zarr_stored_counts(array: zarr.Array) -> zarr.Array | None:
+    """Return ``array`` as its stored counts: the same chunks, read without its ``fixedscaleoffset`` filter.
+
+    For an array whose values pass (first, inside its shards or not) through
+    ``numcodecs.fixedscaleoffset`` with scale 1 and offset 0 into an unsigned
+    integer (how annshard stores raw counts, :meth:`annshard.StorageSpec.counts_filters`),
+    the returned array reads the stored integers themselves: widening them to
+    the array's dtype afterwards gives exactly what ``array`` reads, without
+    the filter's per-element decode. ``None`` for any other array. Built as
+    ``zarr.AsyncArray(metadata, array._async_array.store_path)`` from the
+    metadata dict with the filter left out. Checked against zarr 3.4.2.
+    """
+    d = array.metadata.to_dict()
+    if d.get("zarr_format") != 3:
+        return None
+    codecs = d["codecs"]
+    holder: dict[str, Any] = d
+    if codecs and codecs[0].get("name") == "sharding_indexed":
+        holder = codecs[0]["configuration"]
+        codecs = holder["codecs"]
+    first = codecs[0] if codecs else {}
+    cfg = first.get("configuration", {})
+    if first.get("name") != "numcodecs.fixedscaleoffset" or cfg.get("scale") != 1 or cfg.get("offset") != 0:
+        return None
+    import numpy as np
+
+    stored = np.dtype(cfg.get("astype") or "f8")
+    fill = d.get("fill_value")
+    if stored.kind != "u" or not isinstance(fill, int | float) or fill != 0:
+        return None
+    holder["codecs"] = codecs[1:]
+    d["data_type"] = stored.name
+    d["fill_value"] = 0
+    d["attributes"] = {}
+    return type(array)(type(array._async_array)(d, array._async_array.store_path))
 
 
 def zarr_sync(coroutine: Awaitable[Any]) -> Any:

@@ -41,6 +41,7 @@ def build_collection(
     nnz_per_cell: int = 40,
     layers: bool = False,
     counts_dtype: str | None = None,
+    indices_codec: str | None = None,
 ) -> Built:
     """Write a small collection by hand (shuffled rows split into shards), as write_collection would."""
     a = make_adata(n_obs, n_vars, nnz_per_cell=nnz_per_cell, seed=seed)
@@ -56,6 +57,7 @@ def build_collection(
         dense_chunk_rows=8,
         dense_shard_rows=64,
         counts_dtype=counts_dtype,
+        indices_codec=indices_codec,
     )
     root = zarr.open_group(path, mode="w")
     bounds = np.linspace(0, n_obs, n_shards + 1).astype(int)

@@ -84,3 +84,21 @@ def test_one_read_order_for_the_reader_and_the_assembler(coll):
     np.testing.assert_array_equal(block.index[plan], rows(chunks))
     shuffled = block_order(chunks, shuffle=True, seed=0, epoch=0, part=0, block=0)
     np.testing.assert_array_equal(np.sort(block.index[shuffled]), np.sort(rows(chunks)))
+
+
+def test_counts_decoded_as_stored_integers_and_widened(counts_coll, coll):
+    """Counts stored as uint16 through fixedscaleoffset: zarrs decodes the integers, the block holds exact float32."""
+    reader = _reader(counts_coll)
+    arrs = reader.arrays(0)
+    data_reader = reader._direct[(0, "X")][0]
+    assert arrs.data.dtype == np.float32
+    assert data_reader is not None and data_reader.dtype == np.uint16, "the filter is skipped, not run per element"
+    chunks = _random_chunks(reader, np.random.default_rng(11), 40, 50)
+    for pool in (None, BufferPool(4)):
+        block = reader.read(chunks, pool)
+        assert block.data.dtype == np.float32
+        np.testing.assert_array_equal(block.data, counts_coll.X[block.index].data)
+    # values not stored as counts are read as they are
+    plain = _reader(coll)
+    plain.arrays(0)
+    assert plain._direct[(0, "X")][0].dtype == plain.arrays(0).data.dtype

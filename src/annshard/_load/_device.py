@@ -165,7 +165,7 @@ def device_batches(
     from ._prefetch import Prefetcher
 
     first, skip = stream.locate(position)
-    block_pool = BufferPool(max_buffers=2 * 4 * (1 + len(reader.extras)))
+    block_pool = BufferPool(max_buffers=3 * 4 * (1 + len(reader.extras)))  # values, indices, stored counts
 
     def read(b: int) -> tuple[Any, Any]:
         # the reading thread: decode on the host, draw the order, start the transfer (it overlaps the next decode)

@@ -30,12 +30,14 @@ from annshard._compat import (
     zarr_chunk_key_encoder,
     zarr_chunk_projection,
     zarr_read_selection,
+    zarr_stored_counts,
     zarr_sync,
     zarrs_chunk_item,
     zarrs_pipeline_impl,
 )
 from annshard._config import zarr_config
 from annshard._errors import CorruptShardError
+from annshard._store._raw import RawRuns, split_runs
 from annshard._store._shard import open_shard_arrays
 from annshard._store._validate import check_indices, check_indptr
 
@@ -62,23 +64,6 @@ def read_order(chunks: NDArray[np.int64]) -> NDArray[np.int64]:
     return np.lexsort((chunks[:, 1], chunks[:, 0]))
 
 
-def _pieces(runs: NDArray[np.int64], chunk: int) -> Iterator[tuple[int, int, int, int]]:
-    """Split runs of a chunked axis at chunk borders: ``(chunk index, start in it, stop in it, start in output)``.
-
-    The runs are laid out one after the other in the output.
-    """
-    out = 0
-    for start, stop in runs.tolist():
-        pos = start
-        while pos < stop:
-            ci = pos // chunk
-            c0 = ci * chunk
-            end = min(stop, c0 + chunk)
-            yield ci, pos - c0, end - c0, out
-            out += end - pos
-            pos = end
-
-
 class RunsIndexer:
     """A zarr indexer selecting several ``[start, stop)`` runs of a 1-D (or row runs of a 2-D) array.
 
@@ -96,7 +81,7 @@ class RunsIndexer:
     def __iter__(self) -> Iterator[Any]:
         c, n = self._chunk, self._len
         full = tuple(slice(0, e) for e in self._extra)
-        for ci, a, b, out in _pieces(self.runs, c):
+        for ci, a, b, out in split_runs(self.runs, c):
             yield zarr_chunk_projection(
                 (ci, *(0 for _ in self._extra)),
                 (slice(a, b), *full),
@@ -114,11 +99,19 @@ class DirectRuns:
     directly instead, one item per (run, zarr chunk). :meth:`create` returns
     ``None`` when the array is not read by zarrs (zarrs not installed, or a
     codec it does not support); the caller then goes through zarr.
+
+    Raw counts (stored as unsigned integers through ``fixedscaleoffset``,
+    :func:`~annshard._compat.zarr_stored_counts`) are decoded as the stored
+    integers and widened to the array's dtype by numpy afterwards: zarrs'
+    per-element ``fixedscaleoffset`` decode cost more than the whole lz4 and
+    bitshuffle decode of the same values (measured in ``docs/performance.md``).
+    :attr:`dtype` is what zarrs decodes into.
     """
 
     def __init__(self, array: zarr.Array, impl: Any, chunk_item: Any) -> None:
         self._impl = impl
         self._item = chunk_item
+        self.dtype = np.dtype(array.dtype)
         self._chunk = int((array.shards or array.chunks)[0])
         self._extra = [int(e) for e in array.shape[1:]]
         self._keys: dict[int, str] = {}
@@ -126,16 +119,26 @@ class DirectRuns:
         self._encode = zarr_chunk_key_encoder(array)
 
     @classmethod
-    def create(cls, array: zarr.Array) -> DirectRuns | None:
-        """Return a direct reader for ``array``, or ``None`` when zarrs does not read it."""
+    def create(cls, array: zarr.Array) -> DirectRuns | RawRuns | None:
+        """Return a direct reader for ``array``, or ``None`` when zarrs does not read it.
+
+        An uncompressed sharded 1-D array on a local disk gets a :class:`~annshard._store._raw.RawRuns` (nothing to decode).
+        """
         try:
+            raw = RawRuns.create(array)
+            if raw is not None:
+                return raw
             chunk_item = zarrs_chunk_item()  # the private interface this relies on (a zarrs release may change it)
-            impl = None if chunk_item is None else zarrs_pipeline_impl(array)
-            if impl is None:
+            if chunk_item is None:
                 return None
-            return cls(array, impl, chunk_item)
+            stored = zarr_stored_counts(array)
+            for arr in (stored, array):
+                impl = None if arr is None else zarrs_pipeline_impl(arr)
+                if impl is not None:
+                    return cls(arr, impl, chunk_item)
         except Exception:  # noqa: BLE001 - anything unexpected: read through zarr instead
             return None
+        return None
 
     def _key(self, ci: int) -> str:
         key = self._keys.get(ci)
@@ -143,8 +146,17 @@ class DirectRuns:
             key = self._keys[ci] = self._prefix + self._encode((ci, *(0 for _ in self._extra)))
         return key
 
-    def read(self, runs: NDArray[np.int64], out: np.ndarray) -> None:
-        """Decode ``runs`` (``(n, 2)`` start, stop) one after the other into ``out``."""
+    def read(self, runs: NDArray[np.int64], out: np.ndarray, pool: BufferPool | None = None) -> None:
+        """Decode ``runs`` (``(n, 2)`` start, stop) one after the other into ``out`` (C-contiguous).
+
+        When ``out``'s dtype is wider than :attr:`dtype` (stored counts), the runs are decoded
+        into a buffer from ``pool`` first and widened into ``out``.
+        """
+        if out.dtype != self.dtype:
+            stored = (np.empty if pool is None else pool.empty)(out.size, self.dtype).reshape(out.shape)
+            self.read(runs, stored)
+            np.copyto(out, stored, casting="unsafe")
+            return
         extra = self._extra
         full = [slice(0, e) for e in extra]
         shape = [int(out.shape[0]), *extra]
@@ -157,7 +169,7 @@ class DirectRuns:
                 subset=[slice(o, o + b - a), *full],
                 shape=shape,
             )
-            for ci, a, b, o in _pieces(runs, self._chunk)
+            for ci, a, b, o in split_runs(runs, self._chunk)
         ]
         if items:
             self._impl.retrieve_chunks_and_apply_index(items, out)
@@ -235,7 +247,7 @@ class BlockReader:
         self.threads = threads
         self._arrays: dict[tuple[int, str], Any] = {}
         self._indptr: dict[tuple[int, str], NDArray[np.int64]] = {}
-        self._direct: dict[tuple[int, str], tuple[DirectRuns | None, DirectRuns | None]] = {}
+        self._direct: dict[tuple[int, str], tuple[DirectRuns | RawRuns | None, DirectRuns | RawRuns | None]] = {}
         self._lock = threading.Lock()
 
     def arrays(self, i: int, element: str | None = None) -> Any:
@@ -249,6 +261,10 @@ class BlockReader:
                     with zarr_config(threads=self.threads):  # zarrs fixes its thread count when an array opens
                         arrs = open_shard_arrays(ref.collection.element_group(ref.shard, element), element=element)
                         indptr = None if arrs.indptr is None else np.asarray(arrs.indptr[...], dtype=np.int64)
+                        direct = (
+                            DirectRuns.create(arrs.data),
+                            None if arrs.indices is None else DirectRuns.create(arrs.indices),
+                        )
                 except Exception as e:
                     msg = f"{ref.where}: cannot open {element!r} ({type(e).__name__}: {e}); the shard is missing or damaged, rewrite the collection"
                     raise CorruptShardError(msg) from e
@@ -262,10 +278,7 @@ class BlockReader:
                         raise CorruptShardError(msg)
                     check_indptr(indptr, n_values, ref.where)
                 self._arrays[key] = arrs
-                self._direct[key] = (
-                    DirectRuns.create(arrs.data),
-                    None if arrs.indices is None else DirectRuns.create(arrs.indices),
-                )
+                self._direct[key] = direct
                 if indptr is not None:
                     self._indptr[key] = indptr
             return self._arrays[key]
@@ -292,7 +305,8 @@ class BlockReader:
         bounds = np.searchsorted(row_shard, np.append(shard_ids, shard_ids[-1] + 1))
         # X and every extra element: one list of reads, decoded in one request
         jobs: list[Any] = []
-        direct: list[tuple[DirectRuns, NDArray[np.int64], np.ndarray]] = []
+        direct: list[tuple[DirectRuns | RawRuns, NDArray[np.int64], np.ndarray]] = []
+        widen: list[tuple[np.ndarray, np.ndarray]] = []  # (stored counts, values) pairs to widen after the reads
         blocks = []
         for element in (self.element, *self.extras):
             arrs = [self.arrays(int(s), element) for s in shard_ids]
@@ -300,9 +314,12 @@ class BlockReader:
                 blocks.append(self._plan_dense(chunks, shard_ids, arrs, index, element, jobs, direct))
             else:
                 blocks.append(
-                    self._plan_csr(chunks, shard_ids, arrs, index, local, bounds, pool, element, jobs, direct)
+                    self._plan_csr(chunks, shard_ids, arrs, index, local, bounds, pool, element, jobs, direct, widen)
                 )
-        self._run(jobs, chunks, shard_ids, direct)
+        self._run(jobs, chunks, shard_ids, direct, pool)
+        for narrow, wide in widen:
+            np.copyto(wide, narrow, casting="unsafe")
+        del widen
         # before any CSR matrix or tensor is built from them: an index past n_vars would make those read out of bounds
         n_vars = self.shards[0].collection.n_vars
         for b in blocks:
@@ -331,9 +348,10 @@ class BlockReader:
         pool: BufferPool | None,
         element: str,
         jobs: list[Any],
-        direct: list[tuple[DirectRuns, NDArray[np.int64], np.ndarray]],
+        direct: list[tuple[DirectRuns | RawRuns, NDArray[np.int64], np.ndarray]],
+        widen: list[tuple[np.ndarray, np.ndarray]],
     ) -> Block:
-        """Allocate a CSR element's block and add its reads to ``jobs`` / ``direct``."""
+        """Allocate a CSR element's block and add its reads to ``jobs`` / ``direct`` (stored counts: and ``widen``)."""
         lens_parts, elem_runs = [], []
         for j, s in enumerate(shard_ids.tolist()):
             ip = self._indptr[(s, element)]
@@ -348,11 +366,19 @@ class BlockReader:
         empty = np.empty if pool is None else pool.empty
         data = empty(nnz, dtype=arrs[0].data.dtype)
         indices = empty(nnz, dtype=arrs[0].indices.dtype)
+        counts: np.ndarray | None = None  # the stored counts of the whole block, widened into `data` once read
         pos = 0
         for s, a, er in zip(shard_ids.tolist(), arrs, elem_runs, strict=True):
             k = int((er[:, 1] - er[:, 0]).sum())
             dd, di = self._direct[(s, element)]
-            for reader, arr, out in ((dd, a.data, data[pos : pos + k]), (di, a.indices, indices[pos : pos + k])):
+            out_data = data[pos : pos + k]
+            if dd is not None and dd.dtype != data.dtype:
+                if counts is None:
+                    counts = empty(nnz, dtype=dd.dtype)
+                if counts.dtype == dd.dtype:  # else (shards storing other counts dtypes) DirectRuns widens itself
+                    out_data = counts[pos : pos + k]
+                    widen.append((out_data, data[pos : pos + k]))
+            for reader, arr, out in ((dd, a.data, out_data), (di, a.indices, indices[pos : pos + k])):
                 if reader is not None:
                     direct.append((reader, er, out))
                 else:
@@ -368,7 +394,7 @@ class BlockReader:
         index: np.ndarray,
         element: str,
         jobs: list[Any],
-        direct: list[tuple[DirectRuns, NDArray[np.int64], np.ndarray]],
+        direct: list[tuple[DirectRuns | RawRuns, NDArray[np.int64], np.ndarray]],
     ) -> Block:
         """Allocate a dense element's block and add its reads to ``jobs`` / ``direct``."""
         n_vars = int(arrs[0].shape[1])
@@ -390,11 +416,12 @@ class BlockReader:
         jobs: list[Any],
         chunks: NDArray[np.int64],
         shard_ids: np.ndarray,
-        direct: list[tuple[DirectRuns, NDArray[np.int64], np.ndarray]],
+        direct: list[tuple[DirectRuns | RawRuns, NDArray[np.int64], np.ndarray]],
+        pool: BufferPool | None = None,
     ) -> None:
         try:
             for reader, runs, out in direct:
-                reader.read(runs, out)
+                reader.read(runs, out, pool)
             if jobs:
                 with zarr_config():
                     zarr_sync(_gather(jobs))

@@ -42,10 +42,11 @@ def new_pools(n_extras: int, per_block: int) -> tuple[BufferPool, BufferPool]:
     """Build the block and batch buffer pools of a pipeline reading ``1 + n_extras`` arrays, ``per_block`` batches a block."""
     from ._pool import BufferPool
 
-    # recycled buffers (no fresh zeroed pages per block and batch): 2 arrays per block, at most 4 blocks
-    # alive; 3 per batch, the batches queued plus the consumer's and the one or two the user holds
+    # recycled buffers (no fresh zeroed pages per block and batch): 3 arrays per block (values, gene indices,
+    # stored counts while they are widened), at most 4 blocks alive; 3 per batch, the batches queued plus the
+    # consumer's and the one or two the user holds
     arrays = 1 + n_extras  # X and each layer / obsm array
-    return BufferPool(max_buffers=2 * 4 * arrays), BufferPool(max_buffers=3 * (per_block + 4) * arrays)
+    return BufferPool(max_buffers=3 * 4 * arrays), BufferPool(max_buffers=3 * (per_block + 4) * arrays)
 
 
 def gathered_batches(

@@ -1,0 +1,162 @@
+"""Reading row runs of an *uncompressed* sharded 1-D zarr array on a local disk straight into the output.
+
+The CSR gene indices are stored uncompressed (``StorageSpec.indices_codec = "none"``): each inner chunk of a zarr
+shard file is the chunk's little-endian bytes as they are. zarrs still reads such a chunk as a whole into its own
+buffer and copies the run out of it (measured: ~3 ms of CPU per 1,000 cells for ~3 MB of gene indices, the cost
+of a copy at ~1 GB/s); :class:`RawRuns` instead parses each shard file's index once and reads every run's bytes
+with one ``os.preadv`` into its place in the output (~0.9 ms). It applies only where nothing needs decoding:
+zarr v3, the ``sharding_indexed`` codec with ``bytes`` (little-endian) as its only inner codec, its index at the
+end (``bytes`` + ``crc32c``), the default chunk key encoding, on a :class:`zarr.storage.LocalStore`;
+:meth:`RawRuns.create` returns ``None`` for anything else, and the caller reads through zarrs. Every file it
+opens is a chunk key of the array, inside the array's directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from pathlib import Path
+
+    import zarr
+    from numpy.typing import NDArray
+
+__all__ = ["RawRuns", "split_runs"]
+
+_MISSING = 2**64 - 1  # a shard index entry of an inner chunk that was never written (all fill value)
+
+
+def split_runs(runs: NDArray[np.int64], chunk: int) -> Iterator[tuple[int, int, int, int]]:
+    """Split runs of a chunked axis at chunk borders: ``(chunk index, start in it, stop in it, start in output)``.
+
+    The runs are laid out one after the other in the output.
+    """
+    out = 0
+    for start, stop in runs.tolist():
+        pos = start
+        while pos < stop:
+            ci = pos // chunk
+            c0 = ci * chunk
+            end = min(stop, c0 + chunk)
+            yield ci, pos - c0, end - c0, out
+            out += end - pos
+            pos = end
+
+
+class RawRuns:
+    """Reads ``[start, stop)`` element runs of one uncompressed sharded 1-D array by ``os.preadv``."""
+
+    def __init__(self, directory: Path, dtype: np.dtype, shard_len: int, inner_len: int, fill: Any) -> None:
+        self._dir = directory
+        self.dtype = dtype
+        self._shard_len = shard_len
+        self._inner_len = inner_len
+        self._n_inner = shard_len // inner_len
+        self._fill = fill
+        self._tables: dict[int, NDArray[np.uint64]] = {}
+        self._sizes: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(cls, array: zarr.Array) -> RawRuns | None:
+        """Return a raw reader for ``array``, or ``None`` when its chunks need decoding or it is not on a local disk."""
+        from zarr.storage import LocalStore
+
+        if not isinstance(array.store, LocalStore) or array.ndim != 1:
+            return None
+        d = json.loads(json.dumps(array.metadata.to_dict(), default=str))  # tuples as lists
+        if d.get("zarr_format") != 3 or d.get("chunk_key_encoding") != {
+            "name": "default",
+            "configuration": {"separator": "/"},
+        }:
+            return None
+        codecs = d.get("codecs", [])
+        if len(codecs) != 1 or codecs[0].get("name") != "sharding_indexed":
+            return None
+        cfg = codecs[0]["configuration"]
+        inner = cfg.get("codecs", [])
+        little = {"name": "bytes", "configuration": {"endian": "little"}}
+        dtype = np.dtype(array.dtype)
+        if inner != [little] and not (dtype.itemsize == 1 and inner == [{"name": "bytes"}]):
+            return None
+        if cfg.get("index_location", "end") != "end" or cfg.get("index_codecs") != [little, {"name": "crc32c"}]:
+            return None
+        shard_len, inner_len = int(d["chunk_grid"]["configuration"]["chunk_shape"][0]), int(cfg["chunk_shape"][0])
+        if shard_len % inner_len or dtype.kind not in "iuf":
+            return None
+        directory = array.store.root / array.path if array.path else array.store.root
+        return cls(directory, dtype.newbyteorder("<"), shard_len, inner_len, d.get("fill_value") or 0)
+
+    def _index(self, s: int, fd: int) -> tuple[NDArray[np.uint64], int]:
+        """Return the inner-chunk index (offset, bytes) of shard file ``s`` open as ``fd``, and its size; read once."""
+        with self._lock:
+            if s not in self._tables:
+                size = os.fstat(fd).st_size
+                n = self._n_inner * 16
+                raw = os.pread(fd, n, size - n - 4) if size >= n + 4 else b""
+                if len(raw) != n:
+                    msg = f"{self._path(s)}: {size} bytes, too short for the shard index of {self._n_inner} chunks (truncated file)"
+                    raise OSError(msg)
+                self._tables[s], self._sizes[s] = np.frombuffer(raw, "<u8").reshape(-1, 2), size
+            return self._tables[s], self._sizes[s]
+
+    def _path(self, s: int) -> Path:
+        return self._dir / "c" / str(s)
+
+    @property
+    def inner_len(self) -> int:
+        """Elements per inner chunk (the unit :meth:`read_pieces` takes)."""
+        return self._inner_len
+
+    def read(self, runs: NDArray[np.int64], out: np.ndarray, pool: Any = None) -> None:
+        """Read ``runs`` (``(n, 2)`` start, stop) one after the other into ``out`` (``pool``: unused, as DirectRuns')."""
+        del pool
+        self.read_pieces(split_runs(runs, self._inner_len), out)
+
+    def read_pieces(self, pieces: Iterable[tuple[int, int, int, int]], out: np.ndarray) -> None:
+        """Read ``pieces`` (inner chunk, start in it, stop in it, start in ``out``) into ``out`` (C-contiguous, of :attr:`dtype`).
+
+        Raises
+        ------
+        OSError
+            If a shard file is shorter than its index says (truncated), naming the file and chunk.
+        """
+        size = self.dtype.itemsize
+        chunk_bytes = self._inner_len * size
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        fds: dict[int, int | None] = {}  # open for this call only: a collection may have thousands of shard files
+        try:
+            for ci, a, b, o in pieces:
+                s, c = divmod(ci, self._n_inner)
+                if s not in fds:
+                    try:
+                        fds[s] = os.open(self._path(s), os.O_RDONLY)
+                    except FileNotFoundError:  # a shard file never written: all fill value
+                        fds[s] = None
+                fd = fds[s]
+                if fd is None:
+                    out[o : o + b - a] = self._fill
+                    continue
+                table, file_size = self._index(s, fd)
+                off, nbytes = int(table[c, 0]), int(table[c, 1])
+                if off == _MISSING:
+                    out[o : o + b - a] = self._fill
+                    continue
+                if nbytes != chunk_bytes or off + nbytes > file_size:
+                    msg = f"{self._path(s)}: inner chunk {c} is {nbytes} bytes at {off}, not {chunk_bytes} bytes inside the file"
+                    raise OSError(msg)
+                want = (b - a) * size
+                got = os.preadv(fd, [view[o * size : o * size + want]], off + a * size)
+                if got != want:
+                    msg = f"{self._path(s)}: read {got} of {want} bytes of inner chunk {c} (truncated file)"
+                    raise OSError(msg)
+        finally:
+            for fd in fds.values():
+                if fd is not None:
+                    os.close(fd)

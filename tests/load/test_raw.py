@@ -1,0 +1,93 @@
+"""Uncompressed arrays read by ``os.preadv`` straight into the block (``annshard._store._raw.RawRuns``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+
+import annshard
+from annshard import CorruptShardError
+from annshard._load._fetch import BlockReader, DirectRuns
+from annshard._load._pool import BufferPool
+from annshard._load._union import ShardRef
+from annshard._store._raw import RawRuns
+
+from .conftest import build_collection
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _reader(path) -> BlockReader:
+    coll = annshard.open_collection(path)
+    refs, offset = [], 0
+    for i, info in enumerate(coll.shards):
+        refs.append(ShardRef(collection=coll, shard=i, offset=offset))
+        offset += info.n_obs
+    return BlockReader(refs, threads=1)
+
+
+@pytest.fixture(scope="module")
+def raw_counts(tmp_path_factory):
+    """Counts values (uint16 through fixedscaleoffset) and uncompressed gene indices, as the writer's defaults."""
+    path = tmp_path_factory.mktemp("raw") / "r.zarr"
+    return build_collection(path, n_obs=800, n_shards=2, seed=9, counts_dtype="uint16", indices_codec="none")
+
+
+def test_uncompressed_indices_read_in_place(raw_counts, monkeypatch):
+    reader = _reader(raw_counts.path)
+    reader.arrays(0)
+    values, indices = reader._direct[(0, "X")]
+    assert isinstance(indices, RawRuns), "uncompressed gene indices are read without zarrs"
+    assert isinstance(values, DirectRuns) and values.dtype == np.uint16
+    rng = np.random.default_rng(2)
+    chunks = []
+    for _ in range(60):
+        s = int(rng.integers(2))
+        n = reader.shards[s].collection.shards[s].n_obs
+        a = int(rng.integers(n))
+        chunks.append((s, a, min(n, a + int(rng.integers(1, 40)))))
+    chunks = np.array(chunks, dtype=np.int64)
+    block = reader.read(chunks, BufferPool(6))
+    monkeypatch.setattr(DirectRuns, "create", classmethod(lambda cls, array: None))
+    via_zarr = _reader(raw_counts.path)
+    want = via_zarr.read(chunks)
+    assert via_zarr._direct[(0, "X")] == (None, None)
+    for name in ("index", "indptr", "indices", "data"):
+        np.testing.assert_array_equal(getattr(block, name), getattr(want, name))
+    np.testing.assert_array_equal(block.data, raw_counts.X[block.index].data)
+    np.testing.assert_array_equal(block.indices, raw_counts.X[block.index].indices)
+
+
+def test_missing_inner_chunk_reads_the_fill_value(tmp_path):
+    # an inner chunk that is all fill value is never written: the shard index marks it missing
+    a = zarr.create_array(tmp_path / "a.zarr", shape=(100,), chunks=(10,), shards=(50,), dtype="uint16", compressors=())
+    values = np.arange(100, dtype=np.uint16) + 1
+    values[20:30] = 0
+    a[:] = values
+    raw = RawRuns.create(zarr.open_array(tmp_path / "a.zarr", mode="r"))
+    assert raw is not None
+    runs = np.array([[15, 35], [48, 52], [99, 100]], dtype=np.int64)
+    out = np.full(25, 7, dtype=np.uint16)
+    raw.read(runs, out)
+    np.testing.assert_array_equal(out, np.concatenate([values[15:35], values[48:52], values[99:]]))
+
+
+def test_only_uncompressed_sharded_1d_arrays(tmp_path):
+    kw = {"chunks": (10,), "shards": (50,), "dtype": "uint16"}
+    assert RawRuns.create(zarr.create_array(tmp_path / "c.zarr", shape=(100,), **kw)) is None  # compressed
+    flat = zarr.create_array(tmp_path / "f.zarr", shape=(100,), chunks=(10,), dtype="uint16", compressors=())
+    assert RawRuns.create(flat) is None  # not sharded
+    two_d = zarr.create_array(tmp_path / "d.zarr", shape=(10, 10), chunks=(5, 10), shards=(10, 10), dtype="uint16")
+    assert RawRuns.create(two_d) is None
+
+
+def test_truncated_indices_file_names_the_shard(tmp_path):
+    built = build_collection(tmp_path / "t.zarr", n_obs=400, n_shards=2, nnz_per_cell=60, indices_codec="none")
+    files = sorted((built.path / "shard-00001.zarr" / "X" / "indices").rglob("c/*"))
+    assert files
+    for f in files:
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
+    loader = annshard.Loader(built.path, batch_size=50)
+    with pytest.raises(CorruptShardError, match=r"t.zarr, shard shard-00001.zarr rows \d+-\d+.*rewrite the collection"):
+        list(loader)
