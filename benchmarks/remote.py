@@ -46,6 +46,7 @@ class LatencyProxy:
         self.delay = 0.0
         self.requests = 0
         self.bytes_down = 0
+        self.log: list[list[str]] = []  # [method, path, Range header] of every forwarded request
         self._count = threading.Lock()
         proxy = self
 
@@ -71,6 +72,7 @@ class LatencyProxy:
                 with proxy._count:
                     proxy.requests += 1
                     proxy.bytes_down += len(data)
+                    proxy.log.append([self.command, self.path.split("?", 1)[0], self.headers.get("Range") or ""])
                 self.send_response(resp.status, resp.reason)
                 for k, v in resp.getheaders():
                     if k.lower() not in ("connection", "transfer-encoding", "content-length", "server", "date"):
@@ -84,7 +86,10 @@ class LatencyProxy:
             def _control(self) -> None:
                 if self.path.startswith("/__bench/reset/"):
                     proxy.reset(float(self.path.rsplit("/", 1)[1]))
-                body = json.dumps({"requests": proxy.requests, "bytes": proxy.bytes_down}).encode()
+                doc: dict = {"requests": proxy.requests, "bytes": proxy.bytes_down}
+                if self.path.startswith("/__bench/log"):
+                    doc["log"] = proxy.log
+                body = json.dumps(doc).encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -100,7 +105,7 @@ class LatencyProxy:
 
     def reset(self, delay_ms: float) -> None:
         with self._count:
-            self.delay, self.requests, self.bytes_down = delay_ms / 1000, 0, 0
+            self.delay, self.requests, self.bytes_down, self.log = delay_ms / 1000, 0, 0, []
 
     def close(self) -> None:
         self._server.shutdown()
@@ -131,6 +136,10 @@ class ProxyProcess:
 
     def stats(self) -> dict:
         return self._get("/__bench/stats")
+
+    def log(self) -> list[list[str]]:
+        """Every request forwarded since the last reset: ``[method, path, Range header]``."""
+        return self._get("/__bench/log")["log"]
 
     def reset(self, delay_ms: float) -> None:
         self._get(f"/__bench/reset/{delay_ms}")

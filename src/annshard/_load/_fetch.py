@@ -36,6 +36,7 @@ from annshard._compat import (
 )
 from annshard._config import zarr_config
 from annshard._errors import CorruptShardError
+from annshard._store._remote_read import RemoteRuns, read_remote_runs
 from annshard._store._shard import open_shard_arrays
 from annshard._store._validate import check_indices, check_indptr
 
@@ -163,6 +164,14 @@ class DirectRuns:
             self._impl.retrieve_chunks_and_apply_index(items, out)
 
 
+_Runs = DirectRuns | RemoteRuns
+
+
+def _runs_reader(array: zarr.Array) -> _Runs | None:
+    """Our own remote reader for an array in an object store (:mod:`annshard._store._remote_read`), else zarrs' direct one."""
+    return RemoteRuns.create(array) or DirectRuns.create(array)
+
+
 async def _read_runs(array: zarr.Array, runs: NDArray[np.int64], out: np.ndarray) -> None:
     if runs.shape[0] == 0 or out.shape[0] == 0:
         return
@@ -235,7 +244,7 @@ class BlockReader:
         self.threads = threads
         self._arrays: dict[tuple[int, str], Any] = {}
         self._indptr: dict[tuple[int, str], NDArray[np.int64]] = {}
-        self._direct: dict[tuple[int, str], tuple[DirectRuns | None, DirectRuns | None]] = {}
+        self._direct: dict[tuple[int, str], tuple[_Runs | None, _Runs | None]] = {}
         self._lock = threading.Lock()
 
     def arrays(self, i: int, element: str | None = None) -> Any:
@@ -263,8 +272,8 @@ class BlockReader:
                     check_indptr(indptr, n_values, ref.where)
                 self._arrays[key] = arrs
                 self._direct[key] = (
-                    DirectRuns.create(arrs.data),
-                    None if arrs.indices is None else DirectRuns.create(arrs.indices),
+                    _runs_reader(arrs.data),
+                    None if arrs.indices is None else _runs_reader(arrs.indices),
                 )
                 if indptr is not None:
                     self._indptr[key] = indptr
@@ -292,7 +301,7 @@ class BlockReader:
         bounds = np.searchsorted(row_shard, np.append(shard_ids, shard_ids[-1] + 1))
         # X and every extra element: one list of reads, decoded in one request
         jobs: list[Any] = []
-        direct: list[tuple[DirectRuns, NDArray[np.int64], np.ndarray]] = []
+        direct: list[tuple[_Runs, NDArray[np.int64], np.ndarray]] = []
         blocks = []
         for element in (self.element, *self.extras):
             arrs = [self.arrays(int(s), element) for s in shard_ids]
@@ -331,7 +340,7 @@ class BlockReader:
         pool: BufferPool | None,
         element: str,
         jobs: list[Any],
-        direct: list[tuple[DirectRuns, NDArray[np.int64], np.ndarray]],
+        direct: list[tuple[_Runs, NDArray[np.int64], np.ndarray]],
     ) -> Block:
         """Allocate a CSR element's block and add its reads to ``jobs`` / ``direct``."""
         lens_parts, elem_runs = [], []
@@ -368,7 +377,7 @@ class BlockReader:
         index: np.ndarray,
         element: str,
         jobs: list[Any],
-        direct: list[tuple[DirectRuns, NDArray[np.int64], np.ndarray]],
+        direct: list[tuple[_Runs, NDArray[np.int64], np.ndarray]],
     ) -> Block:
         """Allocate a dense element's block and add its reads to ``jobs`` / ``direct``."""
         n_vars = int(arrs[0].shape[1])
@@ -390,11 +399,13 @@ class BlockReader:
         jobs: list[Any],
         chunks: NDArray[np.int64],
         shard_ids: np.ndarray,
-        direct: list[tuple[DirectRuns, NDArray[np.int64], np.ndarray]],
+        direct: list[tuple[_Runs, NDArray[np.int64], np.ndarray]],
     ) -> None:
         try:
+            read_remote_runs([d for d in direct if isinstance(d[0], RemoteRuns)])  # all concurrently
             for reader, runs, out in direct:
-                reader.read(runs, out)
+                if not isinstance(reader, RemoteRuns):
+                    reader.read(runs, out)
             if jobs:
                 with zarr_config():
                     zarr_sync(_gather(jobs))
