@@ -308,14 +308,17 @@ class RemoteRuns:
             except Exception as e:
                 msg = f"{key}: cannot read chunks ({type(e).__name__}: {str(e).splitlines()[0][:200]}); the shard is truncated or damaged, rewrite the collection"
                 raise CorruptShardError(msg) from e
-            total = 0
             for (ci, _start, size), buf in zip(want, got, strict=True):
                 if self._sharded and len(buf) != size:
                     msg = f"{key}: inner chunk {ci} is {len(buf)} of its {size} bytes; the shard is truncated, rewrite the collection"
                     raise CorruptShardError(msg)
-                total += len(buf)
-                decoded[ci] = self._chain.decode(buf, n, self._dtype, f"{key} (inner chunk {ci})")
-            return total
+
+            def decode() -> None:  # in a worker thread: blosc and the copies release the GIL
+                for (ci, _start, _size), buf in zip(want, got, strict=True):
+                    decoded[ci] = self._chain.decode(buf, n, self._dtype, f"{key} (inner chunk {ci})")
+
+            await asyncio.to_thread(decode)
+            return sum(len(buf) for buf in got)
 
         fetched = await asyncio.gather(*(fetch(si, cis) for si, cis in by_shard.items()))
         flat = out.reshape(-1)
