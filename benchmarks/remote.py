@@ -260,6 +260,7 @@ def main() -> None:
     p.add_argument(
         "--requests", default="", help="ANNSHARD_REMOTE_REQUESTS values to sweep at each latency (cache off)"
     )
+    p.add_argument("--coalesce", default="", help="ANNSHARD_REMOTE_COALESCE values (bytes) to sweep (cache off)")
     p.add_argument("--slow-cells", type=int, default=4000, help="cells measured for the zarrs path and annbatch")
     p.add_argument("--no-annbatch", action="store_true")
     p.add_argument("--no-zarrs", action="store_true", help="skip the zarrs-path rows (ANNSHARD_REMOTE_READER=zarrs)")
@@ -318,12 +319,14 @@ def main() -> None:
         print(f"server ceiling: {ceiling:.1f} MB/s (whole X/data and X/indices objects, 16 GETs in flight)", flush=True)
         url = "s3://bench/coll.zarr"
         for ms in [float(x) for x in a.latency.split(",")]:
-            for req in [x for x in a.requests.split(",") if x] or [None]:
-                if req is not None:
-                    os.environ["ANNSHARD_REMOTE_REQUESTS"] = req
-                label = "s3, annshard" + (f" ({req} requests in flight)" if req else "")
+            sweep = [("REQUESTS", x, "requests in flight") for x in a.requests.split(",") if x]
+            sweep += [("COALESCE", x, "bytes coalesced") for x in a.coalesce.split(",") if x]
+            for var, value, what in sweep or [("", "", "")]:
+                if var:
+                    os.environ[f"ANNSHARD_REMOTE_{var}"] = value
+                label = "s3, annshard" + (f" ({value} {what})" if var else "")
                 measure(label, ms, "off", lambda: annshard.Loader(url, storage_options=via, **kw), 1, None)
-                os.environ.pop("ANNSHARD_REMOTE_REQUESTS", None)
+                os.environ.pop(f"ANNSHARD_REMOTE_{var}", None)
             cdir = work / f"cache-{ms}"
             measure(
                 "s3, annshard",
