@@ -125,7 +125,7 @@ class ProxyProcess:
         self.port = _free_port()
         cmd = [sys.executable, __file__, "--serve-proxy", str(target_port), str(self.port)]
         self._proc = subprocess.Popen(cmd)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while True:
             try:
                 self.stats()

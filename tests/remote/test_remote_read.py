@@ -168,3 +168,15 @@ def test_unsupported_codec_falls_back_to_zarrs(s3_server, tmp_path):
         out = np.empty(230, dtype=np.float32)
         ours.read(np.array([[5, 185], [940, 990]], dtype=np.int64), out)
     np.testing.assert_array_equal(out, np.concatenate([values[5:185], values[940:990]]))
+
+
+def test_requests_in_flight_setting(monkeypatch):
+    from annshard._store._remote_read import DEFAULT_REQUESTS, max_requests
+
+    monkeypatch.delenv("ANNSHARD_REMOTE_REQUESTS", raising=False)
+    assert max_requests() == DEFAULT_REQUESTS
+    monkeypatch.setenv("ANNSHARD_REMOTE_REQUESTS", "8")
+    assert max_requests() == 8
+    monkeypatch.setenv("ANNSHARD_REMOTE_REQUESTS", "0")
+    with pytest.raises(ValueError, match=r"ANNSHARD_REMOTE_REQUESTS='0': expected a positive integer"):
+        max_requests()
