@@ -302,7 +302,8 @@ def main() -> None:
             loader = make()
             st = proxy.stats()
             setup = {"req": st["requests"], "bytes": st["bytes"]}
-            for epoch, (t, n) in enumerate(_epochs(loader, epochs, limit, rows_of), 1):
+            for epoch in range(1, epochs + 1):
+                ((t, n),) = _epochs(loader, 1, limit, rows_of)
                 st = proxy.stats()
                 rows.append({
                     "where": what, "latency_ms": ms, "cache": cache, "epoch": epoch, "cells_s": n / t,
@@ -312,6 +313,7 @@ def main() -> None:
                 })  # fmt: skip
                 print(rows[-1], flush=True)
                 setup = {"req": st["requests"], "bytes": st["bytes"]}
+                c0 = time.process_time()
 
         measure("local disk", 0, "-", lambda: annshard.Loader(coll.path, **kw), 1, None)
         via = {"endpoint_url": f"http://127.0.0.1:{proxy.port}"}
