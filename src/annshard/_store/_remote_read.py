@@ -8,8 +8,8 @@ object store this module reads instead (measured in ``docs/remote.md``):
 - each shard file's index is fetched once per process and array (one suffix range GET), its CRC32C checked, and
   kept in memory by the :class:`RemoteRuns` of that array (the loader keeps one per shard and element);
 - for a block, the inner chunks every run needs are computed from the index and fetched with obstore's
-  ``get_ranges_async`` (which coalesces near ranges), every shard file and array of the block concurrently, at
-  most :func:`max_requests` calls in flight (``ANNSHARD_REMOTE_REQUESTS``);
+  ``get_ranges_async`` (which coalesces near ranges), every shard file and array of the block concurrently (one
+  asyncio loop per block read, in the loader's read thread), at most :func:`max_requests` calls in flight (``ANNSHARD_REMOTE_REQUESTS``);
 - the fetched chunks are decoded with the array's own inner codec chain, read from its metadata. Only the chains
   annshard writes are decoded here (``numcodecs.fixedscaleoffset``, ``bytes``, ``blosc``, ``zstd``, ``gzip``,
   ``crc32c``); for any other array :meth:`RemoteRuns.create` returns ``None`` and the loader reads it through
@@ -50,8 +50,6 @@ Measured (``docs/remote.md``): against moto, whose per-request cost dominates, 1
 ``ANNSHARD_REMOTE_COALESCE`` (bytes) trades requests for bytes on a server where bytes cost more."""
 
 _EMPTY = 2**64 - 1
-_LOOP: dict[int, asyncio.AbstractEventLoop] = {}
-_LOOP_LOCK = threading.Lock()
 
 
 def max_requests() -> int:
@@ -85,21 +83,32 @@ def _enabled() -> bool:
     return os.environ.get("ANNSHARD_REMOTE_READER", "").strip().lower() not in ("zarrs", "off", "0")
 
 
-def _loop() -> asyncio.AbstractEventLoop:
-    """Return this process's event loop for obstore's async calls, in a daemon thread (rebuilt after a fork)."""
-    pid = os.getpid()
-    with _LOOP_LOCK:
-        loop = _LOOP.get(pid)
-        if loop is None:
-            loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="annshard-remote", daemon=True).start()
-            _LOOP.clear()
-            _LOOP[pid] = loop
-        return loop
-
-
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:
-    return asyncio.run_coroutine_threadsafe(coro, _loop()).result()
+    """Run ``coro`` on a fresh event loop in this thread (the loader's read thread), or in a helper thread.
+
+    A loop per call leaves no thread behind (a loader stopped early leaves none running); it costs well under a
+    millisecond per block. Where this thread already runs a loop (a notebook calling a reader directly), the
+    call runs in a short-lived helper thread.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    out: list[Any] = []
+
+    def target() -> None:
+        try:
+            out.append(("ok", asyncio.run(coro)))
+        except BaseException as e:  # noqa: BLE001 - re-raised in the calling thread
+            out.append(("error", e))
+
+    t = threading.Thread(target=target, name="annshard-remote-call")
+    t.start()
+    t.join()
+    kind, value = out[0]
+    if kind == "error":
+        raise value
+    return value
 
 
 def _crc32c_strip(buf: bytes | memoryview, where: str) -> bytes | memoryview:
