@@ -38,6 +38,7 @@ from annshard._compat import (
 from annshard._config import zarr_config
 from annshard._errors import CorruptShardError
 from annshard._store._raw import RawRuns, split_runs
+from annshard._store._remote_read import RemoteRuns, read_remote_runs
 from annshard._store._shard import open_shard_arrays
 from annshard._store._validate import check_indices, check_indptr
 
@@ -175,6 +176,14 @@ class DirectRuns:
             self._impl.retrieve_chunks_and_apply_index(items, out)
 
 
+_Runs = DirectRuns | RawRuns | RemoteRuns
+
+
+def _runs_reader(array: zarr.Array) -> _Runs | None:
+    """Our own remote reader for an array in an object store (:mod:`annshard._store._remote_read`), else a local one (:meth:`DirectRuns.create`)."""
+    return RemoteRuns.create(array) or DirectRuns.create(array)
+
+
 async def _read_runs(array: zarr.Array, runs: NDArray[np.int64], out: np.ndarray) -> None:
     if runs.shape[0] == 0 or out.shape[0] == 0:
         return
@@ -247,7 +256,7 @@ class BlockReader:
         self.threads = threads
         self._arrays: dict[tuple[int, str], Any] = {}
         self._indptr: dict[tuple[int, str], NDArray[np.int64]] = {}
-        self._direct: dict[tuple[int, str], tuple[DirectRuns | RawRuns | None, DirectRuns | RawRuns | None]] = {}
+        self._direct: dict[tuple[int, str], tuple[_Runs | None, _Runs | None]] = {}
         self._lock = threading.Lock()
 
     def arrays(self, i: int, element: str | None = None) -> Any:
@@ -262,8 +271,8 @@ class BlockReader:
                         arrs = open_shard_arrays(ref.collection.element_group(ref.shard, element), element=element)
                         indptr = None if arrs.indptr is None else np.asarray(arrs.indptr[...], dtype=np.int64)
                         direct = (
-                            DirectRuns.create(arrs.data),
-                            None if arrs.indices is None else DirectRuns.create(arrs.indices),
+                            _runs_reader(arrs.data),
+                            None if arrs.indices is None else _runs_reader(arrs.indices),
                         )
                 except Exception as e:
                     msg = f"{ref.where}: cannot open {element!r} ({type(e).__name__}: {e}); the shard is missing or damaged, rewrite the collection"
@@ -305,7 +314,7 @@ class BlockReader:
         bounds = np.searchsorted(row_shard, np.append(shard_ids, shard_ids[-1] + 1))
         # X and every extra element: one list of reads, decoded in one request
         jobs: list[Any] = []
-        direct: list[tuple[DirectRuns | RawRuns, NDArray[np.int64], np.ndarray]] = []
+        direct: list[tuple[_Runs, NDArray[np.int64], np.ndarray]] = []
         widen: list[tuple[np.ndarray, np.ndarray]] = []  # (stored counts, values) pairs to widen after the reads
         blocks = []
         for element in (self.element, *self.extras):
@@ -348,7 +357,7 @@ class BlockReader:
         pool: BufferPool | None,
         element: str,
         jobs: list[Any],
-        direct: list[tuple[DirectRuns | RawRuns, NDArray[np.int64], np.ndarray]],
+        direct: list[tuple[_Runs, NDArray[np.int64], np.ndarray]],
         widen: list[tuple[np.ndarray, np.ndarray]],
     ) -> Block:
         """Allocate a CSR element's block and add its reads to ``jobs`` / ``direct`` (stored counts: and ``widen``)."""
@@ -394,7 +403,7 @@ class BlockReader:
         index: np.ndarray,
         element: str,
         jobs: list[Any],
-        direct: list[tuple[DirectRuns | RawRuns, NDArray[np.int64], np.ndarray]],
+        direct: list[tuple[_Runs, NDArray[np.int64], np.ndarray]],
     ) -> Block:
         """Allocate a dense element's block and add its reads to ``jobs`` / ``direct``."""
         n_vars = int(arrs[0].shape[1])
@@ -416,12 +425,14 @@ class BlockReader:
         jobs: list[Any],
         chunks: NDArray[np.int64],
         shard_ids: np.ndarray,
-        direct: list[tuple[DirectRuns | RawRuns, NDArray[np.int64], np.ndarray]],
+        direct: list[tuple[_Runs, NDArray[np.int64], np.ndarray]],
         pool: BufferPool | None = None,
     ) -> None:
         try:
+            read_remote_runs([d for d in direct if isinstance(d[0], RemoteRuns)])  # all concurrently
             for reader, runs, out in direct:
-                reader.read(runs, out, pool)
+                if not isinstance(reader, RemoteRuns):
+                    reader.read(runs, out, pool)
             if jobs:
                 with zarr_config():
                     zarr_sync(_gather(jobs))
