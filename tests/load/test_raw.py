@@ -91,3 +91,17 @@ def test_truncated_indices_file_names_the_shard(tmp_path):
     loader = annshard.Loader(built.path, batch_size=50)
     with pytest.raises(CorruptShardError, match=r"t.zarr, shard shard-00001.zarr rows \d+-\d+.*rewrite the collection"):
         list(loader)
+
+
+def test_damaged_shard_index_is_caught_by_its_checksum(tmp_path):
+    # a damaged index would point the reads at the wrong bytes of an uncompressed file: its CRC32C is checked
+    a = zarr.create_array(tmp_path / "a.zarr", shape=(100,), chunks=(10,), shards=(50,), dtype="uint16", compressors=())
+    a[:] = np.arange(100, dtype=np.uint16)
+    f = tmp_path / "a.zarr" / "c" / "0"
+    buf = bytearray(f.read_bytes())
+    buf[-12] ^= 0x01  # inside the index (5 entries of 16 bytes, then the 4-byte checksum)
+    f.write_bytes(bytes(buf))
+    raw = RawRuns.create(zarr.open_array(tmp_path / "a.zarr", mode="r"))
+    assert raw is not None
+    with pytest.raises(OSError, match=r"c/0: its shard index fails its CRC32C check"):
+        raw.read(np.array([[0, 20]], dtype=np.int64), np.empty(20, dtype=np.uint16))

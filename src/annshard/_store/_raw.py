@@ -18,6 +18,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
+import google_crc32c
 import numpy as np
 
 if TYPE_CHECKING:
@@ -99,9 +100,13 @@ class RawRuns:
             if s not in self._tables:
                 size = os.fstat(fd).st_size
                 n = self._n_inner * 16
-                raw = os.pread(fd, n, size - n - 4) if size >= n + 4 else b""
-                if len(raw) != n:
+                raw = os.pread(fd, n + 4, size - n - 4) if size >= n + 4 else b""
+                if len(raw) != n + 4:
                     msg = f"{self._path(s)}: {size} bytes, too short for the shard index of {self._n_inner} chunks (truncated file)"
+                    raise OSError(msg)
+                raw, crc = raw[:n], int.from_bytes(raw[n:], "little")
+                if google_crc32c.value(raw) != crc:  # a damaged index would point the reads at the wrong bytes
+                    msg = f"{self._path(s)}: its shard index fails its CRC32C check (damaged file)"
                     raise OSError(msg)
                 self._tables[s], self._sizes[s] = np.frombuffer(raw, "<u8").reshape(-1, 2), size
             return self._tables[s], self._sizes[s]

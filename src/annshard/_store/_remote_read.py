@@ -31,8 +31,10 @@ import numpy as np
 from annshard._compat import zarr_chunk_key_encoder
 from annshard._errors import CorruptShardError
 
+from ._raw import split_runs
+
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine, Iterator, Sequence
+    from collections.abc import Callable, Coroutine, Sequence
 
     import zarr
     from numpy.typing import NDArray
@@ -285,23 +287,11 @@ class RemoteRuns:
         self._indexes[si] = index
         return index
 
-    def _pieces(self, runs: NDArray[np.int64]) -> Iterator[tuple[int, int, int, int]]:
-        """``(inner chunk, start in it, stop in it, start in output)`` for runs laid out one after the other."""
-        c, out = self._chunk, 0
-        for start, stop in runs.tolist():
-            pos = start
-            while pos < stop:
-                ci = pos // c
-                end = min(stop, ci * c + c)
-                yield ci, pos - ci * c, end - ci * c, out
-                out += end - pos
-                pos = end
-
     async def read_async(self, runs: NDArray[np.int64], out: np.ndarray, limit: asyncio.Semaphore) -> int:
         """Decode ``runs`` (``(n, 2)`` start, stop) one after the other into ``out``; return the bytes fetched."""
         import obstore
 
-        pieces = list(self._pieces(runs))
+        pieces = list(split_runs(runs, self._chunk))
         needed = sorted({ci for ci, *_ in pieces})
         by_shard: dict[int, list[int]] = {}
         for ci in needed:
