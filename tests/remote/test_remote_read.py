@@ -91,7 +91,7 @@ def test_each_shard_index_is_fetched_once_per_process(pairs, s3_server):
     try:
         pair = pairs["counts"]
         via = {"endpoint_url": f"http://127.0.0.1:{proxy.port}"}
-        loader = annshard.Loader(pair.url, storage_options=via, batch_size=64, chunk_size=8, preload_nchunks=4, seed=2)
+        loader = annshard.Loader(pair.url, storage_options=via, batch_size=64, chunk_size=8, preload_nchunks=16, seed=2)
         proxy.reset(0)
         n = [sum(b.X.shape[0] for b in loader) for _ in range(2)]  # two epochs
         log = proxy.log()
