@@ -302,7 +302,7 @@ def scatter_threads(layout: Layout) -> int:
     return max(1, n)
 
 
-def scatter(layout: Layout, *, progress: Callable[[int], None] | None = None) -> Scattered:
+def scatter(layout: Layout, *, progress: Callable[[int], None] | None = None, threads: int | None = None) -> Scattered:
     """Scatter all sources' rows into the layout's bucket files, one task per source, in this process.
 
     With ``n`` cores, ``n`` sources are scattered at once in threads (a source's tasks one after the other) (most of the work releases the GIL:
@@ -312,7 +312,7 @@ def scatter(layout: Layout, *, progress: Callable[[int], None] | None = None) ->
     """
     for src in layout.sources:
         src.close()
-    n = scatter_threads(layout)
+    n = scatter_threads(layout) if threads is None else max(1, threads)
     if n == 1:
         return merge_stats(layout, [scatter_task(layout, t, progress) for t in plan_scatter(layout)])
     tasks = plan_scatter(layout, piece_rows=[max(1, b // n) for b in layout.block_rows])
