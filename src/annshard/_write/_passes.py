@@ -26,7 +26,10 @@ if TYPE_CHECKING:
 
     from ._layout import Layout
 
-__all__ = ["Written", "run_passes"]
+__all__ = ["SCATTER_THREADS_MIN_BUDGET", "Written", "run_passes"]
+
+SCATTER_THREADS_MIN_BUDGET = 256 * 2**20
+"""Below this memory budget the scatter pass reads one source at a time."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,9 @@ def run_passes(
         pin_mmap_threshold()
     n = sum(layout.shard_rows)
     with _progress(show_progress, n, "shuffling") as bar:
-        scattered = scatter(layout, progress=bar.update)
+        # each further source thread costs ~20 MiB beyond the budget (its file's caches, its allocator arena;
+        # tests/write/test_memory.py): small budgets scatter one source at a time
+        scattered = scatter(layout, progress=bar.update, threads=1 if 0 < budget < SCATTER_THREADS_MIN_BUDGET else None)
     stored = settle_storage(layout, scattered)
     root = zarr.open_group(root_path, mode="a", zarr_format=3)
     with _progress(show_progress, n, "writing shards") as bar:

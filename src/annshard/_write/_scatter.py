@@ -302,17 +302,17 @@ def scatter_threads(layout: Layout) -> int:
     return max(1, n)
 
 
-def scatter(layout: Layout, *, progress: Callable[[int], None] | None = None) -> Scattered:
+def scatter(layout: Layout, *, progress: Callable[[int], None] | None = None, threads: int | None = None) -> Scattered:
     """Scatter all sources' rows into the layout's bucket files, one task per source, in this process.
 
-    With ``n`` cores, ``n`` sources are scattered at once in threads (most of the work releases the GIL:
+    With ``n`` cores, ``n`` sources are scattered at once in threads (a source's tasks one after the other) (most of the work releases the GIL:
     HDF5 reads, numpy casts, the row gather, file writes), each reading ``1/n`` of a planned block at a
     time, so the pass holds no more than one block as before. The pieces do not change the output
     (:func:`plan_scatter`).
     """
     for src in layout.sources:
         src.close()
-    n = scatter_threads(layout)
+    n = scatter_threads(layout) if threads is None else max(1, threads)
     if n == 1:
         return merge_stats(layout, [scatter_task(layout, t, progress) for t in plan_scatter(layout)])
     tasks = plan_scatter(layout, piece_rows=[max(1, b // n) for b in layout.block_rows])
@@ -323,8 +323,13 @@ def scatter(layout: Layout, *, progress: Callable[[int], None] | None = None) ->
             progress(rows)  # type: ignore[misc]
 
     report = None if progress is None else locked
+
+    def run_source(i: int) -> list[TaskStats]:  # a source's tasks in order, on one thread (it has one file handle)
+        return [scatter_task(layout, t, report) for t in tasks if t.i == i]
+
     with ThreadPoolExecutor(n, thread_name_prefix="annshard-scatter") as pool:
-        return merge_stats(layout, list(pool.map(lambda t: scatter_task(layout, t, report), tasks)))
+        per_source = list(pool.map(run_source, sorted({t.i for t in tasks})))
+    return merge_stats(layout, [r for results in per_source for r in results])
 
 
 def _scatter_block(
