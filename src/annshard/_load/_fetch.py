@@ -1,19 +1,16 @@
 """Reading preload blocks: many row runs of many shards in one concurrent request.
 
-For a block, the loader knows every chunk ``(shard, start, stop)`` it needs.
-Each shard's ``indptr`` is held in memory (read once, ``int64``), so a chunk's
-rows map to one element range of ``X/data`` and ``X/indices``. All ranges of
-all shards of a block are handed to zarr's codec pipeline in *one* selection
-per array (a :class:`RunsIndexer`), decoded straight into one preallocated
-output buffer; with the zarrs pipeline the decoding runs in Rust threads,
-outside the GIL, which is what lets a background thread overlap reading with
-the consumer's work. Adjacent chunks are merged into one range first.
+For a block, the loader knows every chunk ``(shard, start, stop)`` it needs. Each shard's ``indptr`` is held in
+memory (read once, ``int64``), so a chunk's rows map to one element range of ``X/data`` and ``X/indices``. All
+ranges of all shards of a block are read at once, into one preallocated buffer per array: by zarrs' Rust pipeline
+(:class:`DirectRuns`, or zarr's with a :class:`RunsIndexer`), outside the GIL, which lets a background thread
+overlap reading with the consumer's work; uncompressed local arrays by ``os.preadv``
+(:class:`~annshard._store._raw.RawRuns`); arrays in an object store by annshard's own remote reader
+(:class:`~annshard._store._remote_read.RemoteRuns`). Adjacent chunks are merged into one range first.
 
-The block comes back in *read order* with every row's global index;
-:mod:`annshard._load._assemble` permutes it. This module alone decides that
-order (:func:`read_order`: chunks sorted by shard, then start, so each shard's
-runs are contiguous and ascending, and touching runs merge); the assembler
-asks it rather than assuming it.
+The block comes back in *read order* with every row's global index; :mod:`annshard._load._assemble` permutes it.
+This module alone decides that order (:func:`read_order`: chunks sorted by shard, then start, so each shard's runs
+are contiguous and ascending, and touching runs merge); the assembler asks it rather than assuming it.
 """
 
 from __future__ import annotations
