@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import zarr
@@ -11,7 +13,7 @@ from annshard import CorruptShardError
 from annshard._load._fetch import BlockReader, DirectRuns
 from annshard._load._pool import BufferPool
 from annshard._load._union import ShardRef
-from annshard._store._raw import RawRuns
+from annshard._store._raw import RawRuns, read_raw_runs
 
 from .conftest import build_collection
 
@@ -105,3 +107,38 @@ def test_damaged_shard_index_is_caught_by_its_checksum(tmp_path):
     assert raw is not None
     with pytest.raises(OSError, match=r"c/0: its shard index fails its CRC32C check"):
         raw.read(np.array([[0, 20]], dtype=np.int64), np.empty(20, dtype=np.uint16))
+
+
+def test_a_large_read_is_cut_over_threads_with_the_same_result(tmp_path):
+    # the read thread alone would cap the loader on many cores: a block's raw reads are cut into parts, one per thread
+    n = 3_000_000
+    a = zarr.create_array(
+        tmp_path / "a.zarr", shape=(n,), chunks=(50_000,), shards=(1_000_000,), dtype="uint16", compressors=()
+    )
+    values = (np.arange(n) % 60_000).astype(np.uint16)
+    a[:] = values
+    names: set[str] = set()
+
+    class Watched(RawRuns):
+        def read(self, runs, out, pool=None):
+            names.add(threading.current_thread().name)
+            super().read(runs, out, pool)
+
+    raw = RawRuns.create(zarr.open_array(tmp_path / "a.zarr", mode="r"))
+    assert raw is not None
+    raw.__class__ = Watched
+    rng = np.random.default_rng(0)
+    starts = np.sort(rng.choice(n - 5000, size=800, replace=False))
+    runs = np.stack([starts, starts + rng.integers(1, 5000, size=800)], axis=1)
+    runs = runs[np.concatenate([[True], runs[1:, 0] >= runs[:-1, 1]])]  # no overlaps
+    want = np.concatenate([values[s:e] for s, e in runs.tolist()])
+    for threads in (1, 4):
+        names.clear()
+        out = np.zeros(want.shape[0], dtype=np.uint16)
+        read_raw_runs([(raw, runs, out)], threads)
+        np.testing.assert_array_equal(out, want)
+        if threads == 1:
+            assert names == {"MainThread"}
+        else:  # several parts of >= 1 MiB, read in pool threads (an idle one may be reused)
+            assert out.nbytes >= 2 << 20
+            assert names and all(name.startswith("annshard-raw") for name in names)

@@ -34,7 +34,7 @@ from annshard._compat import (
 )
 from annshard._config import zarr_config
 from annshard._errors import CorruptShardError
-from annshard._store._raw import RawRuns, split_runs
+from annshard._store._raw import RawRuns, read_raw_runs, split_runs
 from annshard._store._remote_read import RemoteRuns, read_remote_runs
 from annshard._store._shard import open_shard_arrays
 from annshard._store._validate import check_indices, check_indptr
@@ -427,8 +427,9 @@ class BlockReader:
     ) -> None:
         try:
             read_remote_runs([d for d in direct if isinstance(d[0], RemoteRuns)])  # all concurrently
+            read_raw_runs([d for d in direct if isinstance(d[0], RawRuns)], self.threads)
             for reader, runs, out in direct:
-                if not isinstance(reader, RemoteRuns):
+                if isinstance(reader, DirectRuns):
                     reader.read(runs, out, pool)
             if jobs:
                 with zarr_config():

@@ -16,21 +16,23 @@ from __future__ import annotations
 import json
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import google_crc32c
 import numpy as np
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable, Iterator, Sequence
     from pathlib import Path
 
     import zarr
     from numpy.typing import NDArray
 
-__all__ = ["RawRuns", "split_runs"]
+__all__ = ["RawRuns", "read_raw_runs", "split_runs"]
 
 _MISSING = 2**64 - 1  # a shard index entry of an inner chunk that was never written (all fill value)
+_PART_BYTES = 1 << 20  # a read is cut into parts of at least this many bytes, one per thread
 
 
 def split_runs(runs: NDArray[np.int64], chunk: int) -> Iterator[tuple[int, int, int, int]]:
@@ -165,3 +167,30 @@ class RawRuns:
             for fd in fds.values():
                 if fd is not None:
                     os.close(fd)
+
+
+def read_raw_runs(jobs: Sequence[tuple[RawRuns, NDArray[np.int64], np.ndarray]], threads: int | None) -> None:
+    """Do ``jobs`` (reader, element runs, 1-D output) on up to ``threads`` threads (``None``: one per core).
+
+    Each job is cut into parts of whole runs of about equal bytes (at least 1 MiB each), so the copies scale with
+    cores even when a block touches one or two shards; ``os.preadv`` releases the GIL. A part's error is raised
+    after every part has finished.
+    """
+    n = max(1, threads or os.cpu_count() or 1)
+    parts: list[tuple[RawRuns, NDArray[np.int64], np.ndarray]] = []
+    for reader, runs, out in jobs:
+        if runs.shape[0] == 0:
+            continue
+        ends = np.cumsum(runs[:, 1] - runs[:, 0])
+        k = int(min(n, runs.shape[0], max(1, int(ends[-1]) * out.itemsize // _PART_BYTES)))
+        cuts = [0, *np.searchsorted(ends, np.linspace(0, int(ends[-1]), k + 1)[1:-1], side="right").tolist()]
+        for a, b in zip(cuts, [*cuts[1:], runs.shape[0]], strict=True):
+            if a < b:
+                parts.append((reader, runs[a:b], out[(int(ends[a - 1]) if a else 0) : int(ends[b - 1])]))
+    if n == 1 or len(parts) <= 1:
+        for reader, runs, out in parts:
+            reader.read(runs, out)
+        return
+    with ThreadPoolExecutor(min(n, len(parts)), thread_name_prefix="annshard-raw") as ex:
+        for future in [ex.submit(reader.read, runs, out) for reader, runs, out in parts]:
+            future.result()
