@@ -100,6 +100,7 @@ def convert_annshard(p: dict) -> dict:
 
 # -- loaders --------------------------------------------------------------------------------------
 def _annbatch_loader(p: dict):
+    """annbatch's shuffling loader over ``p["collection"]`` (a path or an open zarr group), zarrs pipeline."""
     import annbatch
     import anndata as ad
 

@@ -188,31 +188,13 @@ def _epochs(loader: Any, n: int, limit: int | None = None, rows_of: Any = None) 
 
 
 def _annbatch_loader(root: str, via: dict, kw: dict) -> Any:
-    """annbatch 0.3.1's loader over ``zarr.storage.ObjectStore`` (zarrs pipeline), as ``benchmarks/jobs.py`` drives it."""
-    import annbatch
-    import anndata as ad
-    import numpy as np
+    """annbatch 0.3.1's loader over ``zarr.storage.ObjectStore`` (zarrs pipeline): ``benchmarks/jobs.py``'s, on the bucket."""
     import zarr
     import zarr.storage
+    from jobs import _annbatch_loader as annbatch_loader  # benchmarks/ is on sys.path when this runs as a script
 
-    zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"})
     store = zarr.storage.ObjectStore(location(root, via).obstore(), read_only=True)
-
-    def load_adata(g: Any) -> ad.AnnData:
-        return ad.AnnData(X=ad.io.sparse_dataset(g["X"]), obs=ad.io.read_elem(g["obs"])[["cell_type"]])
-
-    with ad.settings.override(remove_unused_categories=False):
-        loader = annbatch.Loader(
-            batch_size=kw["batch_size"],
-            chunk_size=kw["chunk_size"],
-            preload_nchunks=kw["preload_nchunks"],
-            shuffle=True,
-            rng=np.random.default_rng(0),
-        )
-        loader.use_collection(
-            annbatch.DatasetCollection(zarr.open_group(store, mode="r"), mode="r"), load_adata=load_adata
-        )
-    return loader
+    return annbatch_loader({**kw, "collection": zarr.open_group(store, mode="r")})
 
 
 def _server_mb_s(loc: Any) -> float:

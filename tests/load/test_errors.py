@@ -67,14 +67,18 @@ def test_missing_shard(tmp_path):
         annshard.Loader(built.path)
 
 
-def test_truncated_chunk_file(tmp_path):
-    built = build_collection(tmp_path / "t.zarr", n_obs=400, n_shards=2, nnz_per_cell=60)
-    files = sorted((built.path / "shard-00001.zarr" / "X" / "data").rglob("c/*"))
+@pytest.mark.parametrize(
+    ("array", "kwargs"),
+    [("data", {}), ("indices", {"indices_codec": "none"})],  # decoded by zarrs; read raw by os.preadv (_store/_raw.py)
+)
+def test_truncated_chunk_file(tmp_path, array, kwargs):
+    built = build_collection(tmp_path / "t.zarr", n_obs=400, n_shards=2, nnz_per_cell=60, **kwargs)
+    files = sorted((built.path / "shard-00001.zarr" / "X" / array).rglob("c/*"))
     assert files
     for f in files:
         f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
     loader = annshard.Loader(built.path, batch_size=50)
-    with pytest.raises(CorruptShardError, match=r"t.zarr, shard shard-00001.zarr rows \d+-\d+"):
+    with pytest.raises(CorruptShardError, match=r"t.zarr, shard shard-00001.zarr rows \d+-\d+.*rewrite the collection"):
         list(loader)
 
 

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 import google_crc32c
 import numpy as np
 
+from annshard._errors import CorruptShardError
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
     from pathlib import Path
@@ -29,10 +31,33 @@ if TYPE_CHECKING:
     import zarr
     from numpy.typing import NDArray
 
-__all__ = ["RawRuns", "read_raw_runs", "split_runs"]
+__all__ = ["RawRuns", "parse_shard_index", "read_raw_runs", "split_runs"]
 
 _MISSING = 2**64 - 1  # a shard index entry of an inner chunk that was never written (all fill value)
 _PART_BYTES = 1 << 20  # a read is cut into parts of at least this many bytes, one per thread
+
+
+def parse_shard_index(raw: bytes, n_chunks: int, *, crc: bool, where: str) -> NDArray[np.uint64]:
+    """Return a zarr shard index as stored (``bytes`` little-endian, then ``crc32c`` when ``crc``): ``(n_chunks, 2)``.
+
+    Each row is an inner chunk's byte offset and size in the shard file (``2**64 - 1`` twice: never written). The
+    local and the remote reader both read indexes through this.
+
+    Raises
+    ------
+    CorruptShardError
+        If ``raw`` is shorter than the index (a truncated file) or fails its checksum, naming ``where``.
+    """
+    n = 16 * n_chunks + (4 if crc else 0)
+    if len(raw) != n:
+        msg = f"{where}: {len(raw)} bytes, shorter than its shard index ({n} bytes); the shard is truncated, rewrite the collection"
+        raise CorruptShardError(msg)
+    body = raw[: 16 * n_chunks]
+    if crc and google_crc32c.value(body) != int.from_bytes(raw[-4:], "little"):
+        # a damaged index would point the reads at the wrong bytes
+        msg = f"{where}: its shard index fails its CRC32C check (CRC32C mismatch); the shard is damaged, rewrite the collection"
+        raise CorruptShardError(msg)
+    return np.frombuffer(body, "<u8").reshape(n_chunks, 2)
 
 
 def split_runs(runs: NDArray[np.int64], chunk: int) -> Iterator[tuple[int, int, int, int]]:
@@ -101,16 +126,10 @@ class RawRuns:
         with self._lock:
             if s not in self._tables:
                 size = os.fstat(fd).st_size
-                n = self._n_inner * 16
-                raw = os.pread(fd, n + 4, size - n - 4) if size >= n + 4 else b""
-                if len(raw) != n + 4:
-                    msg = f"{self._path(s)}: {size} bytes, too short for the shard index of {self._n_inner} chunks (truncated file)"
-                    raise OSError(msg)
-                raw, crc = raw[:n], int.from_bytes(raw[n:], "little")
-                if google_crc32c.value(raw) != crc:  # a damaged index would point the reads at the wrong bytes
-                    msg = f"{self._path(s)}: its shard index fails its CRC32C check (damaged file)"
-                    raise OSError(msg)
-                self._tables[s], self._sizes[s] = np.frombuffer(raw, "<u8").reshape(-1, 2), size
+                n = self._n_inner * 16 + 4
+                raw = os.pread(fd, n, size - n) if size >= n else b""
+                self._tables[s] = parse_shard_index(raw, self._n_inner, crc=True, where=str(self._path(s)))
+                self._sizes[s] = size
             return self._tables[s], self._sizes[s]
 
     def _path(self, s: int) -> Path:

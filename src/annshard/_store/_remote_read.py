@@ -31,7 +31,7 @@ import numpy as np
 from annshard._compat import zarr_chunk_key_encoder
 from annshard._errors import CorruptShardError
 
-from ._raw import split_runs
+from ._raw import parse_shard_index, split_runs
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Sequence
@@ -277,13 +277,8 @@ class RemoteRuns:
             msg = f"{key}: cannot read its shard index ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
             raise CorruptShardError(msg) from e
         self.index_fetches += 1
-        index = None
-        if raw is not None:
-            if len(raw) != n:
-                msg = f"{key}: {len(raw)} bytes, shorter than its shard index ({n} bytes); the shard is truncated, rewrite the collection"
-                raise CorruptShardError(msg)
-            body = _crc32c_strip(raw, f"{key} (shard index)") if self._index_crc else raw
-            index = np.frombuffer(bytes(body), dtype="<u8").reshape(self._per_shard, 2)
+        where = f"{key} (shard index)"
+        index = None if raw is None else parse_shard_index(raw, self._per_shard, crc=self._index_crc, where=where)
         self._indexes[si] = index
         return index
 
