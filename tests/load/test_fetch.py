@@ -10,6 +10,8 @@ from annshard._load._fetch import BlockReader, DirectRuns
 from annshard._load._pool import BufferPool
 from annshard._load._union import ShardRef
 
+from .conftest import build_collection
+
 
 def _reader(built) -> BlockReader:
     coll = annshard.open_collection(built.path)
@@ -102,3 +104,30 @@ def test_counts_decoded_as_stored_integers_and_widened(counts_coll, coll):
     plain = _reader(coll)
     plain.arrays(0)
     assert plain._direct[(0, "X")][0].dtype == plain.arrays(0).data.dtype
+
+
+def test_a_block_over_collections_storing_counts_in_different_dtypes(tmp_path):
+    """A block may span collections whose counts are stored as uint8 and uint16: each is widened exactly."""
+    import scipy.sparse as sp
+
+    built = [
+        build_collection(tmp_path / f"{dt}.zarr", n_obs=600, n_shards=2, seed=s, counts_dtype=dt)
+        for s, dt in ((3, "uint8"), (4, "uint16"))
+    ]
+    assert max(float(b.X.max()) for b in built) <= 255  # both dtypes hold the values exactly
+    refs, offset = [], 0
+    for b in built:
+        coll = annshard.open_collection(b.path)
+        for i, info in enumerate(coll.shards):
+            refs.append(ShardRef(collection=coll, shard=i, offset=offset))
+            offset += info.n_obs
+    reader = BlockReader(refs, threads=1)
+    stored = {reader._direct[(s, "X")][0].dtype for s in range(len(refs)) if reader.arrays(s) is not None}
+    assert stored == {np.dtype(np.uint8), np.dtype(np.uint16)}
+    rows = [(s, 0, refs[s].collection.shards[refs[s].shard].n_obs) for s in range(len(refs))]
+    for pool in (None, BufferPool(4)):
+        block = reader.read(np.array(rows, dtype=np.int64), pool)
+        assert block.data.dtype == np.float32
+        want = sp.vstack([b.X for b in built]).tocsr()[block.index]
+        got = sp.csr_matrix((block.data, block.indices, block.indptr), shape=want.shape)
+        np.testing.assert_array_equal(got.toarray(), want.toarray())

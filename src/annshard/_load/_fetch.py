@@ -372,18 +372,19 @@ class BlockReader:
         empty = np.empty if pool is None else pool.empty
         data = empty(nnz, dtype=arrs[0].data.dtype)
         indices = empty(nnz, dtype=arrs[0].indices.dtype)
-        counts: np.ndarray | None = None  # the stored counts of the whole block, widened into `data` once read
+        counts: dict[
+            np.dtype, np.ndarray
+        ] = {}  # the block's stored counts, by stored dtype, widened into `data` once read
         pos = 0
         for s, a, er in zip(shard_ids.tolist(), arrs, elem_runs, strict=True):
             k = int((er[:, 1] - er[:, 0]).sum())
             dd, di = self._direct[(s, element)]
             out_data = data[pos : pos + k]
             if dd is not None and dd.dtype != data.dtype:
-                if counts is None:
-                    counts = empty(nnz, dtype=dd.dtype)
-                if counts.dtype == dd.dtype:  # else (shards storing other counts dtypes) DirectRuns widens itself
-                    out_data = counts[pos : pos + k]
-                    widen.append((out_data, data[pos : pos + k]))
+                if dd.dtype not in counts:
+                    counts[dd.dtype] = empty(nnz, dtype=dd.dtype)
+                out_data = counts[dd.dtype][pos : pos + k]
+                widen.append((out_data, data[pos : pos + k]))
             for reader, arr, out in ((dd, a.data, out_data), (di, a.indices, indices[pos : pos + k])):
                 if reader is not None:
                     direct.append((reader, er, out))
