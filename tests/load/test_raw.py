@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import threading
 
+import anndata as ad
 import numpy as np
 import pytest
 import zarr
+from zarr.codecs.numcodecs import FixedScaleOffset
 
 import annshard
 from annshard._load._fetch import BlockReader, DirectRuns
 from annshard._load._pool import BufferPool
 from annshard._load._union import ShardRef
 from annshard._store._raw import RawRuns, read_raw_runs
+from annshard.testing import make_adata
 
 from .conftest import build_collection
 
@@ -130,3 +133,107 @@ def test_a_large_read_is_cut_over_threads_with_the_same_result(tmp_path):
         else:  # several parts of >= 1 MiB, read in pool threads (an idle one may be reused)
             assert out.nbytes >= 2 << 20
             assert names and all(name.startswith("annshard-raw") for name in names)
+
+
+_SMALL = {"chunk_elems": 512, "shard_elems": 4096}  # several shard files and inner chunks per shard
+
+
+@pytest.fixture(scope="module")
+def counts_layouts(tmp_path_factory):
+    """The same counts written twice by the writer: its default (uncompressed uint16) and lz4 on request."""
+    d = tmp_path_factory.mktemp("counts-layouts")
+    a = make_adata(600, 120, nnz_per_cell=25, seed=3)
+    kw = {"seed": 5, "n_obs_per_shard": 250}
+    plain = annshard.write_collection({"a": a}, d / "plain.zarr", storage=_SMALL, **kw)
+    packed = annshard.write_collection({"a": a}, d / "lz4.zarr", storage={**_SMALL, "counts_codec": None}, **kw)
+    return a, plain, packed
+
+
+def _inner_codecs(coll, i: int = 0) -> list[str]:
+    meta = zarr.open_array(coll.shard_path(i) / "X" / "data").metadata.to_dict()
+    return [c["name"] for c in meta["codecs"][0]["configuration"]["codecs"]]
+
+
+def _random_chunks(reader: BlockReader, seed: int, n: int = 50) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    chunks = []
+    for _ in range(n):
+        s = int(rng.integers(len(reader.shards)))
+        rows = reader.shards[s].collection.shards[s].n_obs
+        a = int(rng.integers(rows))
+        chunks.append((s, a, min(rows, a + int(rng.integers(1, 30)))))
+    return np.array(chunks, dtype=np.int64)
+
+
+def test_counts_stored_uncompressed_by_default_and_read_in_place(counts_layouts, monkeypatch):
+    adata, coll, _ = counts_layouts
+    spec = coll.manifest.storage
+    assert (spec.counts_dtype, spec.counts_codec) == ("uint16", "none")
+    assert _inner_codecs(coll) == ["numcodecs.fixedscaleoffset", "bytes"]  # no compressor
+    for i in range(len(coll.shards)):  # every shard stays an AnnData store with the input's values and dtype
+        shard = ad.read_zarr(coll.shard_path(i))
+        want = adata.X[shard.obs["source_row"].to_numpy()]
+        assert shard.X.dtype == adata.X.dtype == np.float32
+        np.testing.assert_array_equal(shard.X.toarray(), want.toarray())
+    reader = _reader(coll.path)
+    reader.arrays(0)
+    values, indices = reader._direct[(0, "X")]
+    assert isinstance(values, RawRuns) and values.dtype == np.uint16 and isinstance(indices, RawRuns)
+    chunks = _random_chunks(reader, 4)
+    block = reader.read(chunks, BufferPool(6))
+    assert block.data.dtype == np.float32
+    monkeypatch.setattr(DirectRuns, "create", classmethod(lambda cls, array: None))
+    want = _reader(coll.path).read(chunks)  # zarr-python's own decode of the same chunks
+    for name in ("index", "indptr", "indices", "data"):
+        np.testing.assert_array_equal(getattr(block, name), getattr(want, name))
+
+
+def test_compressed_counts_one_option_away_load_the_same(counts_layouts):
+    _, plain, packed = counts_layouts
+    assert packed.manifest.storage.counts_codec is None
+    assert _inner_codecs(packed) == ["numcodecs.fixedscaleoffset", "bytes", "blosc"]
+    reader = _reader(packed.path)
+    reader.arrays(0)
+    assert isinstance(reader._direct[(0, "X")][0], DirectRuns)  # decoded by zarrs, as before
+    kw = {"batch_size": 64, "chunk_size": 8, "preload_nchunks": 6, "seed": 2}
+    got = [(b.X.toarray(), np.asarray(b.index)) for b in annshard.Loader(packed, **kw)]
+    want = [(b.X.toarray(), np.asarray(b.index)) for b in annshard.Loader(plain, **kw)]
+    assert len(got) == len(want) > 5
+    for (xa, ia), (xb, ib) in zip(got, want, strict=True):
+        np.testing.assert_array_equal(ia, ib)
+        np.testing.assert_array_equal(xa, xb)
+
+
+def test_bad_counts_codec_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="counts_codec must be 'none'"):
+        annshard.write_collection(
+            {"a": make_adata(20, 10, nnz_per_cell=3)}, tmp_path / "c.zarr", storage={"counts_codec": "lz4"}
+        )
+
+
+@pytest.mark.parametrize("stored", ["uint16", "uint8"])
+def test_stored_counts_widened_as_they_are_read(tmp_path, stored):
+    # runs over many inner chunks: read and widened a few chunks at a time (RawRuns.read), one missing chunk
+    n = 400
+    filters = [FixedScaleOffset(offset=0, scale=1, dtype="<f4", astype=np.dtype(stored).str.lstrip("|"))]
+    a = zarr.create_array(
+        tmp_path / "a.zarr", shape=(n,), chunks=(10,), shards=(50,), dtype="float32", filters=filters, compressors=()
+    )
+    values = (np.arange(n) % 200 + 1).astype(np.float32)
+    values[120:130] = 0  # an inner chunk never written
+    a[:] = values
+    raw = RawRuns.create(zarr.open_array(tmp_path / "a.zarr", mode="r"))
+    assert raw is not None and raw.dtype == np.dtype(stored)
+    runs = np.array([[3, 97], [115, 240], [241, 242], [250, 400]], dtype=np.int64)
+    want = np.concatenate([values[s:e] for s, e in runs.tolist()])
+    for threads in (1, 3):
+        out = np.full(want.shape[0], -1, dtype=np.float32)
+        read_raw_runs([(raw, runs, out)], threads)
+        np.testing.assert_array_equal(out, want)
+
+
+def test_only_exact_counts_filters_are_read_raw(tmp_path):
+    kw = {"shape": (100,), "chunks": (10,), "shards": (50,), "dtype": "float32", "compressors": ()}
+    for i, (scale, offset) in enumerate([(2, 0), (1, 3)]):
+        f = [FixedScaleOffset(offset=offset, scale=scale, dtype="<f4", astype="<u2")]
+        assert RawRuns.create(zarr.create_array(tmp_path / f"{i}.zarr", filters=f, **kw)) is None

@@ -35,7 +35,7 @@ class Pair:
     url: str
 
 
-def _write(d: Path, name: str, *, values: bool) -> Path:
+def _write(d: Path, name: str, *, values: bool, counts_codec: str | None = "none") -> Path:
     files = []
     for i, n in enumerate((260, 240)):
         a = make_adata(n, 90, nnz_per_cell=15, seed=20 + i)
@@ -44,7 +44,12 @@ def _write(d: Path, name: str, *, values: bool) -> Path:
         files.append(d / f"{name}-{i}.h5ad")
         a.write_h5ad(files[-1])
     return annshard.write_collection(
-        files, d / f"{name}.zarr", seed=4, n_obs_per_shard=170, storage=_STORAGE, obs_columns=["cell_type"]
+        files,
+        d / f"{name}.zarr",
+        seed=4,
+        n_obs_per_shard=170,
+        storage={**_STORAGE, "counts_codec": counts_codec},
+        obs_columns=["cell_type"],
     ).path
 
 
@@ -52,8 +57,8 @@ def _write(d: Path, name: str, *, values: bool) -> Path:
 def pairs(s3_server, tmp_path_factory) -> dict[str, Pair]:
     d = tmp_path_factory.mktemp("remote-read")
     out = {}
-    for kind in ("counts", "values"):
-        local = _write(d, kind, values=kind == "values")
+    for kind in ("counts", "values", "counts-lz4"):  # counts: uncompressed by default, lz4 on request
+        local = _write(d, kind, values=kind == "values", counts_codec=None if kind == "counts-lz4" else "none")
         url = s3_server.url(f"rr/{kind}.zarr")
         names = [s.name for s in annshard.open_collection(local).shards]
         upload_collection(local, location(url, s3_server.options), names)
@@ -65,7 +70,7 @@ def _batches(loader):
     return [(b.X.toarray(), list(b.obs["cell_type"]), np.asarray(b.index)) for b in loader]
 
 
-@pytest.mark.parametrize("kind", ["counts", "values"])
+@pytest.mark.parametrize("kind", ["counts", "values", "counts-lz4"])
 @pytest.mark.parametrize("setting", range(len(_SETTINGS)))
 def test_remote_reader_yields_the_local_batches(pairs, s3_server, kind, setting):
     pair = pairs[kind]
@@ -80,7 +85,8 @@ def test_remote_reader_yields_the_local_batches(pairs, s3_server, kind, setting)
         assert ca == cb
     stored = annshard.open_collection(pair.local).shard_group(0)["X/data"]
     assert stored.shards is not None and stored.shards[0] // stored.chunks[0] == 4
-    assert bool(stored.filters) == (kind == "counts")  # counts are stored as uint16 (numcodecs.fixedscaleoffset)
+    assert bool(stored.filters) == (kind != "values")  # counts are stored as uint16 (numcodecs.fixedscaleoffset)
+    assert bool(stored.compressors) == (kind == "counts-lz4")
 
 
 def test_each_shard_index_is_fetched_once_per_process(pairs, s3_server):

@@ -24,11 +24,11 @@ def adata():
     return a
 
 
-def test_default_gene_indices_are_uncompressed_values_compressed(tmp_path, adata, roundtrip):
+def test_default_gene_indices_and_counts_are_uncompressed(tmp_path, adata, roundtrip):
     coll = annshard.write_collection({"a": adata}, tmp_path / "c.zarr")
     assert coll.manifest.storage.indices_codec == "none"
     assert "BloscCodec" not in _codec_names(coll, "indices")
-    assert "BloscCodec" in _codec_names(coll, "data")
+    assert "BloscCodec" not in _codec_names(coll, "data")  # uint16 counts, uncompressed (counts_codec="none")
     roundtrip(coll, {"a": adata})
 
 
@@ -41,7 +41,7 @@ def test_compressed_gene_indices_on_request(tmp_path, adata, roundtrip):
     assert sum(b.n_obs for b in loader) == adata.n_obs
 
 
-def test_normalised_values_uncompressed_counts_compressed(tmp_path, adata, roundtrip):
+def test_normalised_values_and_counts_uncompressed_either_compressed_on_request(tmp_path, adata, roundtrip):
     norm = adata.copy()
     norm.X = norm.X.copy()
     norm.X.data = np.log1p(norm.X.data * 1.37).astype(np.float32)  # non-integer values
@@ -50,7 +50,10 @@ def test_normalised_values_uncompressed_counts_compressed(tmp_path, adata, round
     assert "BloscCodec" not in _codec_names(coll, "data")
     roundtrip(coll, {"a": norm})
     counts = annshard.write_collection({"a": adata}, tmp_path / "k.zarr")
-    assert counts.manifest.storage.counts_dtype is not None and "BloscCodec" in _codec_names(counts, "data")
+    assert counts.manifest.storage.counts_dtype is not None and "BloscCodec" not in _codec_names(counts, "data")
+    lz4 = annshard.write_collection({"a": adata}, tmp_path / "z.zarr", storage={"counts_codec": None})
+    assert lz4.manifest.storage.counts_codec is None and "BloscCodec" in _codec_names(lz4, "data")
+    roundtrip(lz4, {"a": adata})
     packed = annshard.write_collection({"a": norm}, tmp_path / "p.zarr", storage={"values_codec": None})
     assert packed.manifest.storage.values_codec is None and "BloscCodec" in _codec_names(packed, "data")
     roundtrip(packed, {"a": norm})

@@ -42,6 +42,7 @@ def describe(coll: Collection) -> str:
         f"  layer      {m.layer or 'X'}",
         f"  storage    {st.x_format}, {st.data_dtype} values"
         + (f" (whole numbers, stored as {st.counts_dtype})" if st.counts_dtype else "")
+        + (" (uncompressed)" if st.counts_dtype and st.counts_codec == "none" else "")
         + (f", {st.indices_dtype} indices" if st.x_format == "csr" else "")
         + (" (uncompressed)" if st.x_format == "csr" and st.indices_codec == "none" else "")
         + f", blosc {st.codec} clevel {st.clevel} {st.shuffle}",

@@ -380,7 +380,7 @@ class BlockReader:
             k = int((er[:, 1] - er[:, 0]).sum())
             dd, di = self._direct[(s, element)]
             out_data = data[pos : pos + k]
-            if dd is not None and dd.dtype != data.dtype:
+            if isinstance(dd, DirectRuns) and dd.dtype != data.dtype:  # RawRuns widens as it reads
                 if dd.dtype not in counts:
                     counts[dd.dtype] = empty(nnz, dtype=dd.dtype)
                 out_data = counts[dd.dtype][pos : pos + k]

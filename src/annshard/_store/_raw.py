@@ -35,6 +35,7 @@ __all__ = ["RawRuns", "parse_shard_index", "read_raw_runs", "split_runs"]
 
 _MISSING = 2**64 - 1  # a shard index entry of an inner chunk that was never written (all fill value)
 _PART_BYTES = 1 << 20  # a read is cut into parts of at least this many bytes, one per thread
+_WIDEN_CHUNKS = 4  # stored counts are read and widened this many inner chunks at a time (in cache)
 
 
 def parse_shard_index(raw: bytes, n_chunks: int, *, crc: bool, where: str) -> NDArray[np.uint64]:
@@ -77,8 +78,30 @@ def split_runs(runs: NDArray[np.int64], chunk: int) -> Iterator[tuple[int, int, 
             pos = end
 
 
+def _stored_counts(codec: dict[str, Any], dtype: np.dtype, fill: Any) -> np.dtype | None:
+    """Return the stored unsigned integer type of raw counts (``fixedscaleoffset``, scale 1, offset 0), else ``None``.
+
+    Such values are the stored integers themselves: widening them to ``dtype`` gives exactly what zarr reads.
+    """
+    cfg = codec.get("configuration", {})
+    if cfg.get("scale") != 1 or cfg.get("offset") != 0 or fill not in (0, 0.0) or dtype.kind not in "fiu":
+        return None
+    try:
+        stored, declared = np.dtype(cfg.get("astype") or "f8"), np.dtype(cfg.get("dtype") or "f8")
+    except TypeError:
+        return None
+    if stored.kind != "u" or declared != dtype or not np.can_cast(stored, dtype, "safe"):
+        return None
+    return stored
+
+
 class RawRuns:
-    """Reads ``[start, stop)`` element runs of one uncompressed sharded 1-D array by ``os.preadv``."""
+    """Reads ``[start, stop)`` element runs of one uncompressed sharded 1-D array by ``os.preadv``.
+
+    Raw counts stored uncompressed (``fixedscaleoffset`` then ``bytes``, ``StorageSpec.counts_codec = "none"``)
+    are read as the stored integers: :attr:`dtype` is then the stored type, and the caller widens them (as
+    :class:`~annshard._load._fetch.DirectRuns` does).
+    """
 
     def __init__(self, directory: Path, dtype: np.dtype, shard_len: int, inner_len: int, fill: Any) -> None:
         self._dir = directory
@@ -87,8 +110,7 @@ class RawRuns:
         self._inner_len = inner_len
         self._n_inner = shard_len // inner_len
         self._fill = fill
-        self._tables: dict[int, NDArray[np.uint64]] = {}
-        self._sizes: dict[int, int] = {}
+        self._tables: dict[int, list[tuple[int, int, int]]] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -108,9 +130,13 @@ class RawRuns:
         if len(codecs) != 1 or codecs[0].get("name") != "sharding_indexed":
             return None
         cfg = codecs[0]["configuration"]
-        inner = cfg.get("codecs", [])
+        inner = list(cfg.get("codecs", []))
         little = {"name": "bytes", "configuration": {"endian": "little"}}
         dtype = np.dtype(array.dtype)
+        if inner and inner[0].get("name") == "numcodecs.fixedscaleoffset":
+            dtype = _stored_counts(inner.pop(0), dtype, d.get("fill_value"))
+            if dtype is None:
+                return None
         if inner != [little] and not (dtype.itemsize == 1 and inner == [{"name": "bytes"}]):
             return None
         if cfg.get("index_location", "end") != "end" or cfg.get("index_codecs") != [little, {"name": "crc32c"}]:
@@ -121,16 +147,16 @@ class RawRuns:
         directory = array.store.root / array.path if array.path else array.store.root
         return cls(directory, dtype.newbyteorder("<"), shard_len, inner_len, d.get("fill_value") or 0)
 
-    def _index(self, s: int, fd: int) -> tuple[NDArray[np.uint64], int]:
-        """Return the inner-chunk index (offset, bytes) of shard file ``s`` open as ``fd``, and its size; read once."""
+    def _index(self, s: int, fd: int) -> list[tuple[int, int, int]]:
+        """Return the inner-chunk index of shard file ``s`` open as ``fd``: (offset, bytes, file size) per chunk; read once."""
         with self._lock:
             if s not in self._tables:
                 size = os.fstat(fd).st_size
                 n = self._n_inner * 16 + 4
                 raw = os.pread(fd, n, size - n) if size >= n else b""
-                self._tables[s] = parse_shard_index(raw, self._n_inner, crc=True, where=str(self._path(s)))
-                self._sizes[s] = size
-            return self._tables[s], self._sizes[s]
+                table = parse_shard_index(raw, self._n_inner, crc=True, where=str(self._path(s)))
+                self._tables[s] = [(off, nb, size) for off, nb in table.tolist()]  # Python ints: cheap per piece
+            return self._tables[s]
 
     def _path(self, s: int) -> Path:
         return self._dir / "c" / str(s)
@@ -141,9 +167,34 @@ class RawRuns:
         return self._inner_len
 
     def read(self, runs: NDArray[np.int64], out: np.ndarray, pool: Any = None) -> None:
-        """Read ``runs`` (``(n, 2)`` start, stop) one after the other into ``out`` (``pool``: unused, as DirectRuns')."""
+        """Read ``runs`` (``(n, 2)`` start, stop) one after the other into ``out`` (``pool``: unused, as DirectRuns').
+
+        When ``out`` is wider than :attr:`dtype` (stored counts into their values' dtype), the runs are read into a
+        small buffer a few inner chunks at a time and each piece widened into ``out`` while it is in cache: no
+        block-sized buffer of stored integers, and the widening runs on the read's threads.
+        """
         del pool
-        self.read_pieces(split_runs(runs, self._inner_len), out)
+        pieces = split_runs(runs, self._inner_len)
+        if out.dtype == self.dtype:
+            self.read_pieces(pieces, out)
+            return
+        scratch = np.empty(_WIDEN_CHUNKS * self._inner_len, dtype=self.dtype)
+        fds: dict[int, int | None] = {}
+        try:
+            group: list[tuple[int, int, int, int]] = []
+            start = n = 0
+            for ci, a, b, o in pieces:
+                if n + b - a > scratch.shape[0]:
+                    self._read(group, scratch, fds)
+                    np.copyto(out[start : start + n], scratch[:n], casting="unsafe")
+                    group, start, n = [], o, 0
+                group.append((ci, a, b, n))
+                n += b - a
+            if group:
+                self._read(group, scratch, fds)
+                np.copyto(out[start : start + n], scratch[:n], casting="unsafe")
+        finally:
+            _close(fds)
 
     def read_pieces(self, pieces: Iterable[tuple[int, int, int, int]], out: np.ndarray) -> None:
         """Read ``pieces`` (inner chunk, start in it, stop in it, start in ``out``) into ``out`` (C-contiguous, of :attr:`dtype`).
@@ -153,39 +204,62 @@ class RawRuns:
         OSError
             If a shard file is shorter than its index says (truncated), naming the file and chunk.
         """
+        fds: dict[int, int | None] = {}  # open for this call only: a collection may have thousands of shard files
+        try:
+            self._read(pieces, out, fds)
+        finally:
+            _close(fds)
+
+    def _read(self, pieces: Iterable[tuple[int, int, int, int]], out: np.ndarray, fds: dict[int, int | None]) -> None:
+        # pieces that continue each other in the file and in ``out`` (a run over consecutive inner chunks, which the
+        # writer lays out in chunk order) are read by one call
         size = self.dtype.itemsize
         chunk_bytes = self._inner_len * size
         view = memoryview(out.reshape(-1).view(np.uint8))
-        fds: dict[int, int | None] = {}  # open for this call only: a collection may have thousands of shard files
-        try:
-            for ci, a, b, o in pieces:
-                s, c = divmod(ci, self._n_inner)
-                if s not in fds:
-                    try:
-                        fds[s] = os.open(self._path(s), os.O_RDONLY)
-                    except FileNotFoundError:  # a shard file never written: all fill value
-                        fds[s] = None
-                fd = fds[s]
-                if fd is None:
-                    out[o : o + b - a] = self._fill
-                    continue
-                table, file_size = self._index(s, fd)
-                off, nbytes = int(table[c, 0]), int(table[c, 1])
-                if off == _MISSING:
-                    out[o : o + b - a] = self._fill
-                    continue
-                if nbytes != chunk_bytes or off + nbytes > file_size:
-                    msg = f"{self._path(s)}: inner chunk {c} is {nbytes} bytes at {off}, not {chunk_bytes} bytes inside the file"
-                    raise OSError(msg)
-                want = (b - a) * size
-                got = os.preadv(fd, [view[o * size : o * size + want]], off + a * size)
-                if got != want:
-                    msg = f"{self._path(s)}: read {got} of {want} bytes of inner chunk {c} (truncated file)"
-                    raise OSError(msg)
-        finally:
-            for fd in fds.values():
-                if fd is not None:
-                    os.close(fd)
+        n_inner, tables = self._n_inner, self._tables
+        pend_fd, pend_file, pend_out, pend_n, pend_s = -1, 0, 0, 0, 0  # the read being extended
+        for ci, a, b, o in pieces:
+            s, c = divmod(ci, n_inner)
+            if s not in fds:
+                try:
+                    fds[s] = os.open(self._path(s), os.O_RDONLY)
+                except FileNotFoundError:  # a shard file never written: all fill value
+                    fds[s] = None
+            fd = fds[s]
+            if fd is None:
+                out[o : o + b - a] = self._fill
+                continue
+            table = tables.get(s)  # a plain dict read: no lock once the index is loaded
+            if table is None:
+                table = self._index(s, fd)
+            off, nbytes, file_size = table[c]
+            if off == _MISSING:
+                out[o : o + b - a] = self._fill
+                continue
+            if nbytes != chunk_bytes or off + nbytes > file_size:
+                msg = f"{self._path(s)}: inner chunk {c} is {nbytes} bytes at {off}, not {chunk_bytes} bytes inside the file"
+                raise OSError(msg)
+            at, dest, want = off + a * size, o * size, (b - a) * size
+            if fd == pend_fd and at == pend_file + pend_n and dest == pend_out + pend_n:
+                pend_n += want
+                continue
+            if pend_n:
+                self._pread(pend_fd, view, pend_out, pend_n, pend_file, pend_s)
+            pend_fd, pend_file, pend_out, pend_n, pend_s = fd, at, dest, want, s
+        if pend_n:
+            self._pread(pend_fd, view, pend_out, pend_n, pend_file, pend_s)
+
+    def _pread(self, fd: int, view: memoryview, dest: int, n: int, at: int, s: int) -> None:
+        got = os.preadv(fd, [view[dest : dest + n]], at)
+        if got != n:
+            msg = f"{self._path(s)}: read {got} of {n} bytes at {at} (truncated file)"
+            raise OSError(msg)
+
+
+def _close(fds: dict[int, int | None]) -> None:
+    for fd in fds.values():
+        if fd is not None:
+            os.close(fd)
 
 
 def read_raw_runs(jobs: Sequence[tuple[RawRuns, NDArray[np.int64], np.ndarray]], threads: int | None) -> None:

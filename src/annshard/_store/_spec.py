@@ -64,7 +64,10 @@ class StorageSpec:
         ``"none"`` stores CSR values that are not stored as counts (``counts_dtype`` is ``None``:
         normalised, non-integer floats) uncompressed; ``None`` compresses them (``codec``). Such
         values compress only ~1.2x with lz4 and byte shuffle, and decoding them was ~40 % of the
-        loader's CPU at ``(32, 256)`` (measured in ``docs/performance.md``). Counts are always compressed.
+        loader's CPU at ``(32, 256)`` (measured in ``docs/performance.md``).
+    counts_codec
+        ``"none"`` stores CSR values kept as counts (``counts_dtype`` set) uncompressed, as the
+        stored integers; ``None`` compresses them (``codec``, bitshuffled). See "Counts' codec" below.
     counts_dtype
         Unsigned integer type the CSR values are stored as (``"uint16"``, ``"uint8"``), when
         every value is a whole number in its range (checked while writing); ``None``: values
@@ -84,6 +87,7 @@ class StorageSpec:
     counts_dtype: str | None = None
     indices_codec: Literal["none"] | None = None
     values_codec: Literal["none"] | None = None
+    counts_codec: Literal["none"] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -100,6 +104,8 @@ class StorageSpec:
             return ()
         if counts and self.counts_dtype is None and self.values_codec == "none" and self.x_format == "csr":
             return ()  # normalised float values: barely compressible, cheaper read as they are
+        if counts and self.counts_dtype is not None and self.counts_codec == "none":
+            return ()  # counts as the stored integers: read by os.preadv, widened by numpy, nothing to decode
         from zarr.codecs import BloscCodec
 
         if counts and self.counts_dtype is not None:

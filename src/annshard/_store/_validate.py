@@ -143,6 +143,7 @@ def _storage(where: str, s: dict[str, Any], prefix: str = "storage") -> None:
         ("shuffle", ("shuffle", "bitshuffle", "noshuffle")),
         ("indices_codec", ("none", None)),
         ("values_codec", ("none", None)),
+        ("counts_codec", ("none", None)),
     ):
         if key in s:
             _choice(where, f"{prefix}.{key}", s[key], allowed)

@@ -3,7 +3,7 @@
 By default ``X`` is CSR (dense only when every source is dense), its values keep the
 sources' common dtype (float16 becomes float32: exact, and scipy.sparse has no float16),
 gene indices are ``uint16`` below 65536 genes and uncompressed, whole-number values
-become ``uint16`` counts (compressed) when every value fits, other values are stored uncompressed (``counts_dtype="auto"``, settled after the
+become ``uint16`` counts (uncompressed, ``counts_codec="none"``) when every value fits, other values are stored uncompressed (``counts_dtype="auto"``, settled after the
 scatter pass has seen the values). A dict overrides single fields; a full
 :class:`~annshard.StorageSpec` replaces the defaults. Either way the result is checked.
 """
@@ -53,7 +53,8 @@ def auto_spec(
             indices_dtype="uint16" if n_vars < 65536 else "int32",
             counts_dtype=AUTO,
             indices_codec="none",
-            values_codec="none",  # non-count values uncompressed (counts stay compressed)
+            values_codec="none",  # non-count values uncompressed
+            counts_codec="none",  # counts as uncompressed uint16 too (docs/performance.md, issue 15 round 4)
         )
         if storage:
             unknown = set(storage) - set(spec.to_dict())
@@ -67,6 +68,9 @@ def auto_spec(
     spec = replace(spec, counts_dtype=check_counts_dtype(spec.counts_dtype, spec.data_dtype, spec.x_format))
     if spec.values_codec not in (None, "none"):
         msg = f"storage values_codec must be 'none' (non-count values uncompressed) or None (compressed), not {spec.values_codec!r}"
+        raise ValueError(msg)
+    if spec.counts_codec not in (None, "none"):
+        msg = f"storage counts_codec must be 'none' (counts stored uncompressed) or None (compressed, lz4 bitshuffled), not {spec.counts_codec!r}"
         raise ValueError(msg)
     if spec.indices_codec not in (None, "none"):
         msg = f"storage indices_codec must be 'none' (uncompressed) or None (compressed like the values), not {spec.indices_codec!r}"
