@@ -38,8 +38,9 @@ class StorageSpec:
     **uncompressed** (``counts_codec="none"``). On the 100k-cell benchmark counts, uncompressed
     ``uint16`` values are read by ``os.preadv`` and widened by numpy (nothing to decode): the loader's
     CPU per 1,000 cells falls ~40 % (12.0 to 7.2 ms at ``chunk_size=32``, 11.4 to 6.6 ms at 256) and
-    conversion CPU ~30 %, for a collection of 637 instead of 393 MB (still smaller than annbatch's
-    ~790 MB) and ~60 % more bytes per cell over a network. lz4 with byte shuffle at clevel 1 saved
+    conversion CPU ~30 %, for a collection of 637 instead of 393 MB (1.6x annbatch's 394 MB for the
+    same cells, as normalised values stored uncompressed are 1.3x theirs) and ~60 % more bytes per
+    cell over a network. lz4 with byte shuffle at clevel 1 saved
     no CPU over bitshuffled lz4 and zstd decodes slower than lz4. For network storage or a tight
     disk, ``counts_codec=None`` compresses them as before (lz4, bitshuffled). Collections written
     before the field (it reads as ``None``) are compressed and load as they always did: readers
