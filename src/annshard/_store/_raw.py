@@ -5,8 +5,10 @@ shard file is the chunk's little-endian bytes as they are. zarrs still reads suc
 buffer and copies the run out of it (measured: ~3 ms of CPU per 1,000 cells for ~3 MB of gene indices, the cost
 of a copy at ~1 GB/s); :class:`RawRuns` instead parses each shard file's index once and reads every run's bytes
 with one ``os.preadv`` into its place in the output (~0.9 ms). It applies only where nothing needs decoding:
-zarr v3, the ``sharding_indexed`` codec with ``bytes`` (little-endian) as its only inner codec, its index at the
-end (``bytes`` + ``crc32c``), the default chunk key encoding, on a :class:`zarr.storage.LocalStore`;
+zarr v3, the ``sharding_indexed`` codec with ``bytes`` (little-endian) as its only inner codec, or raw counts'
+``numcodecs.fixedscaleoffset`` (scale 1, offset 0, into an unsigned integer) then ``bytes``
+(``StorageSpec.counts_codec = "none"``: read as the stored integers and widened as they are read), its index at
+the end (``bytes`` + ``crc32c``), the default chunk key encoding, on a :class:`zarr.storage.LocalStore`;
 :meth:`RawRuns.create` returns ``None`` for anything else, and the caller reads through zarrs. Every file it
 opens is a chunk key of the array, inside the array's directory.
 """
