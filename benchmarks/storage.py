@@ -11,7 +11,8 @@ in a fresh process each and with the files in page cache:
 - load: ``annshard.Loader`` at (batch 4096, chunk 32, preload 256), 2 epochs (cells/s).
 
 Variants change one thing at a time from what ``write_collection`` chooses for
-this (raw count) data, ``StorageSpec(counts_dtype="uint16", indices_codec="none")``:
+this (raw count) data up to issue 15 round 3, ``StorageSpec(counts_dtype="uint16", indices_codec="none")``
+(since round 4 the writer also stores counts uncompressed: the ``counts uncompressed`` variant):
 how values are stored (counts or as float32), whether gene indices are
 compressed, codec and level, blosc shuffle, inner chunk length (``chunk_elems``),
 zarr shard length (``shard_elems``) and the index dtype. Repeats are interleaved over variants.
@@ -43,6 +44,7 @@ def variants() -> dict[str, StorageSpec]:
     base = StorageSpec(counts_dtype="uint16", indices_codec="none")
     v = {"default": base}
     v["indices compressed"] = replace(base, indices_codec=None)
+    v["counts uncompressed"] = replace(base, counts_codec="none")  # write_collection's default since round 4
     v["float32 values"] = replace(base, counts_dtype=None)
     v["float32 values, bitshuffle"] = replace(base, counts_dtype=None, shuffle="bitshuffle")
     v["previous layout (float32 values, indices compressed)"] = replace(base, counts_dtype=None, indices_codec=None)
