@@ -39,6 +39,7 @@ def test_bench_prints_figures(small, capsys):
     assert "cells/s" in out and "peak RSS" in out and "first batch" in out
     assert "1800 in" in out
     assert "epochs          first " in out and "later " in out  # the first epoch (from construction) vs the second
+    assert "later epochs    first batch after " in out  # the wait at the second epoch's start
 
 
 def test_bench_json(small, capsys):
@@ -47,6 +48,7 @@ def test_bench_json(small, capsys):
     assert res["cells"] >= 450 and res["cells_per_s"] > 0 and res["peak_rss_mb"] > 0
     assert res["settings"]["batch_size"] == 100
     assert len(res["epoch_s"]) == 1 and res["epoch_s"][0] > 0
+    assert res["later_first_batch_s"] == []  # one pass: no later epoch
 
 
 def test_bench_bad_path(tmp_path, capsys):

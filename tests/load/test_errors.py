@@ -67,6 +67,16 @@ def test_missing_shard(tmp_path):
         annshard.Loader(built.path)
 
 
+def test_damaged_obs_column_names_its_shard(tmp_path):
+    # the shards' obs columns are read concurrently: the error still names the damaged shard
+    built = build_collection(tmp_path / "o.zarr", n_obs=400, n_shards=4)
+    shutil.rmtree(built.path / "shard-00002.zarr" / "obs" / "cell_type" / "codes")
+    with pytest.raises(CorruptShardError, match=r"o.zarr, shard shard-00002.zarr: cannot read obs column 'cell_type'"):
+        annshard.Loader(built.path, obs_columns=["cell_type"])
+    loader = annshard.Loader(built.path, obs_columns=["donor"])  # the other columns still load
+    assert sum(len(b.obs["donor"]) for b in loader) == 400
+
+
 @pytest.mark.parametrize(
     ("array", "kwargs"),
     [("data", {}), ("indices", {"indices_codec": "none"})],  # decoded by zarrs; read raw by os.preadv (_store/_raw.py)

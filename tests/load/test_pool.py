@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import gc
 import mmap
+import platform
+import sys
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 import annshard
@@ -115,3 +118,34 @@ def test_pools_are_kept_from_one_epoch_to_the_next(coll):
     assert blocks.allocated + batches.allocated - allocated < allocated
     assert len(first) == len(second_run)
     assert pickle.loads(pickle.dumps(loader))._reader._pools is None  # never pickled
+
+
+def _smaps_entry(addr: int) -> dict[str, str]:
+    """The ``/proc/self/smaps`` entry of the mapping holding ``addr``: its path (if any) and its fields."""
+    out: dict[str, str] = {}
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and not head[0].endswith(":"):
+                lo, hi = (int(x, 16) for x in head[0].split("-"))
+                inside = lo <= addr < hi
+                if inside:
+                    out["path"] = head[5] if len(head) > 5 else ""
+            elif inside:
+                out[head[0].rstrip(":")] = head[1]
+    return out
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="/proc/self/smaps and MADV_POPULATE_WRITE are Linux's")
+def test_large_buffers_are_private_and_faulted_in_at_once():
+    # a shared anonymous map (mmap's default) is shmem, whose faults cost more; one madvise faults the
+    # requested pages in instead of a fault per page (the first epoch's page cost)
+    pool = BufferPool(max_buffers=4)
+    n = 4_000_000  # 16 MB of float32
+    big = pool.empty(n, np.float32)
+    entry = _smaps_entry(big.__array_interface__["data"][0])
+    assert entry["path"] == "", entry  # not "/dev/zero (deleted)": a private anonymous map
+    if tuple(int(x) for x in platform.release().split(".")[:2] if x.isdigit()) >= (5, 14):
+        assert int(entry["Rss"]) * 1024 >= n * 4, entry  # faulted in before anything was written
+        assert int(entry["Rss"]) * 1024 < n * 4 * 9 // 8, entry  # the slack left for a later, larger request is not

@@ -260,6 +260,7 @@ class Loader:
         rows = self.chunk_size * self.preload_nchunks
         if self._ops is None:
             pools = self._reader.pools(max(1, rows // self.batch_size))
+            kw.update(ahead=self._reader, following=lambda: (self.stream(epoch + 1, world), epoch + 1))
             parts = gathered_batches(stream, reader, rows_per_block=rows, pools=pools, **kw)
         else:  # device preload (annshard._load._device)
             parts, make = device_batches(stream, reader, self._ops.get(), **kw), DeviceBatchMaker(make, self._ops)

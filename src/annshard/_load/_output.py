@@ -9,7 +9,7 @@ on the CPU: the transfer stays sparse. (By default ``device="cuda"`` gathers on
 the device instead: :mod:`annshard._load._device`.)
 
 obs columns are held in memory (:class:`ObsTable`): the requested columns of
-every shard are read once, when the loader is built: categorical columns
+every shard are read once, when the loader is built (the shards concurrently): categorical columns
 become integer codes into one category list (the manifest's shared list; over
 several collections, their union in order of first appearance), numeric
 columns stay arrays. A batch's obs is then one gather by the batch's global
@@ -44,6 +44,8 @@ __all__ = ["OUTPUTS", "BatchMaker", "ObsTable", "Output", "convert", "convert_de
 
 Output = Literal["scipy", "numpy", "torch", "cupy"]
 OUTPUTS = ("scipy", "numpy", "torch", "cupy")
+_OBS_THREADS = 8
+"""Shards whose obs column is read at once when a loader is built."""
 
 
 def _csr(block: Block, n_vars: int) -> sp.csr_matrix:
@@ -168,25 +170,36 @@ class ObsTable:
         union: list[Any] = []
         lookup: dict[Any, int] = {}
         categorical = False
+        shards = [(coll, i) for coll in self.collections for i in range(len(coll.shards))]
+
+        def read(item: tuple[Collection, int]) -> Any:
+            coll, i = item
+            try:
+                return ad.io.read_elem(coll.shard_group(i)["obs"][name])
+            except Exception as e:
+                msg = f"collection {coll.path}, shard {coll.shards[i].name}: cannot read obs column {name!r} ({type(e).__name__}: {e}); rewrite the collection"
+                raise CorruptShardError(msg) from e
+
         with zarr_config():
-            for coll in self.collections:
-                for i, info in enumerate(coll.shards):
-                    try:
-                        value = ad.io.read_elem(coll.shard_group(i)["obs"][name])
-                    except Exception as e:
-                        msg = f"collection {coll.path}, shard {info.name}: cannot read obs column {name!r} ({type(e).__name__}: {e}); rewrite the collection"
-                        raise CorruptShardError(msg) from e
-                    if isinstance(value, pd.Categorical | pd.Series) and isinstance(value.dtype, pd.CategoricalDtype):
-                        categorical = True
-                        cat = pd.Categorical(value)
-                        for c in cat.categories:
-                            if c not in lookup:
-                                lookup[c] = len(union)
-                                union.append(c)
-                        lut = np.array([lookup[c] for c in cat.categories] + [-1], dtype=np.int64)
-                        parts.append(lut[np.asarray(cat.codes, dtype=np.int64)])
-                    else:
-                        parts.append(np.asarray(value))
+            if len(shards) > 1:  # a few small reads per shard, each mostly waiting: concurrently (threads joined here)
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(min(_OBS_THREADS, len(shards)), thread_name_prefix="annshard-obs") as pool:
+                    values = list(pool.map(read, shards))  # the first shard's error in shard order
+            else:
+                values = [read(item) for item in shards]
+        for value in values:
+            if isinstance(value, pd.Categorical | pd.Series) and isinstance(value.dtype, pd.CategoricalDtype):
+                categorical = True
+                cat = pd.Categorical(value)
+                for c in cat.categories:
+                    if c not in lookup:
+                        lookup[c] = len(union)
+                        union.append(c)
+                lut = np.array([lookup[c] for c in cat.categories] + [-1], dtype=np.int64)
+                parts.append(lut[np.asarray(cat.codes, dtype=np.int64)])
+            else:
+                parts.append(np.asarray(value))
         values = np.concatenate(parts) if parts else np.zeros(0)
         if categorical:
             dtype = np.int8 if len(union) < 127 else np.int16 if len(union) < 32767 else np.int32
