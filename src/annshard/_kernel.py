@@ -9,17 +9,21 @@ writes the output dtypes directly, one row at a time (any value dtype in,
 ``int32``/``int64`` out).
 
 numba is optional (``annshard[fast]``) and never imported by ``import
-annshard``. Its costs land in the time to the first batch, so the kernel for
-a dtype combination is compiled (or loaded from numba's cache, ``cache=True``:
-``__pycache__`` beside this file, or numba's user-wide cache directory when that
-is read-only) in a background thread the first time it is asked for;
-:func:`fused_kernel` returns ``None`` until it is ready and callers take the
-scipy path meanwhile.
+annshard``. Its fixed cost is large next to what it saves: importing numba
+and loading the kernel from numba's cache (``cache=True``: ``__pycache__``
+beside this file, or numba's user-wide cache directory when that is
+read-only) take ~1.2 s of CPU, compiling it ~1.7 s more, while it saves ~0.6 ns
+of CPU per value gathered, ~0.9 ms per 1,000 cells (``docs/performance.md``). So in ``auto`` mode the kernel is
+only compiled once this process has gathered :data:`AUTO_AFTER_VALUES` values
+on the scipy path (the fixed cost's worth, as in ski rental: a run never pays
+more than about twice the best choice made knowing its length), in a
+background thread; :func:`fused_kernel` returns ``None`` until it is ready and
+callers take the scipy path meanwhile.
 
-``ANNSHARD_GATHER`` chooses the path: ``auto`` (default: numba when installed,
-compiled in the background), ``numba`` (compile on first use, in the calling
-thread; an error when numba is missing), ``scipy`` (never numba) or ``numpy``
-(the pure-numpy fallback of :func:`annshard._csr.row_gather`, for testing it).
+``ANNSHARD_GATHER`` chooses the path: ``auto`` (default), ``numba`` (compile
+on first use, in the calling thread; an error when numba is missing),
+``scipy`` (never numba) or ``numpy`` (the pure-numpy fallback of
+:func:`annshard._csr.row_gather`, for testing it).
 """
 
 from __future__ import annotations
@@ -34,9 +38,11 @@ import numpy as np
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["GATHER_ENV", "fused_kernel", "gather_mode"]
+__all__ = ["AUTO_AFTER_VALUES", "GATHER_ENV", "fused_kernel", "gather_mode", "note_gathered"]
 
 GATHER_ENV = "ANNSHARD_GATHER"
+AUTO_AFTER_VALUES = 2_000_000_000
+"""Values gathered on the scipy path before ``auto`` compiles the kernel (~1.3 M cells of 1,500 values)."""
 _MODES = ("auto", "numba", "scipy", "numpy")
 _IN_DATA = frozenset("float32 float64 uint8 uint16 uint32 int8 int16 int32".split())
 _IN_INDEX = frozenset(("uint16", "int32", "int64"))
@@ -46,6 +52,7 @@ _OUT_INDEX = frozenset(("int32", "int64"))
 _lock = threading.Lock()
 _ready: dict[tuple[str, str, str, str], Callable[..., int] | None] = {}  # None: failed, never retried
 _pending: set[tuple[str, str, str, str]] = set()
+_gathered = 0  # values this process gathered on the scipy path (note_gathered)
 _no_compiles = False  # set in a process forked while a compile was running (numba's locks may be held)
 
 
@@ -73,21 +80,25 @@ def fused_kernel(
     out_data)`` with 1-D C-contiguous arrays (``rows`` and ``indptr`` ``int64``)
     and returns the number of values written, or ``-1`` when a row or a row pointer is
     out of range or the outputs are too short (nothing is read or written out of bounds). In ``auto`` mode the first call for a
-    combination starts compiling it in a background thread and returns ``None``.
+    combination past :data:`AUTO_AFTER_VALUES` starts compiling it in a background
+    thread and returns ``None``.
     """
+    mode = gather_mode()
+    if mode in ("scipy", "numpy"):
+        return None
     key = (np.dtype(indices).name, np.dtype(data).name, np.dtype(out_indices).name, np.dtype(out_data).name)
     kernel = _ready.get(key)
-    if kernel is not None or key in _ready:
+    if kernel is not None or not _supported(key):
         return kernel
-    mode = gather_mode()
-    if mode in ("scipy", "numpy") or not _supported(key):
-        return None
     if mode == "numba":
         if importlib.util.find_spec("numba") is None:
             msg = f"{GATHER_ENV}=numba but numba is not installed; `pip install annshard[fast]` or unset {GATHER_ENV}"
             raise ImportError(msg)
-        _compile(key)
+        if key not in _ready:
+            _compile(key)
         return _ready.get(key)
+    if key in _ready or _gathered < AUTO_AFTER_VALUES:
+        return None
     with _lock:
         if key in _pending or key in _ready or _no_compiles:
             return None
@@ -95,8 +106,14 @@ def fused_kernel(
             _ready[key] = None
             return None
         _pending.add(key)
-    threading.Thread(target=_compile, args=(key,), name="annshard-numba-compile").start()
+    threading.Thread(target=_compile, args=(key,), name="numba-compile[annshard._kernel]").start()
     return None
+
+
+def note_gathered(n_values: int) -> None:
+    """Count ``n_values`` gathered without the kernel (``auto`` compiles it past :data:`AUTO_AFTER_VALUES`)."""
+    global _gathered  # one process-wide count; a lost update between threads only delays compiling
+    _gathered += n_values
 
 
 def _supported(key: tuple[str, str, str, str]) -> bool:
@@ -123,7 +140,7 @@ def _compile(key: tuple[str, str, str, str]) -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _no_compiles  # noqa: PLW0603 - module state reset in a forked child
+    global _no_compiles  # module state reset in a forked child
     if _pending:
         _no_compiles = True
         _pending.clear()
@@ -132,7 +149,9 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _gather(rows: Any, indptr: Any, indices: Any, data: Any, out_indices: Any, out_data: Any) -> int:  # pragma: no cover - runs compiled
+def _gather(
+    rows: Any, indptr: Any, indices: Any, data: Any, out_indices: Any, out_data: Any
+) -> int:  # pragma: no cover - runs compiled
     """Copy rows ``rows`` one after the other, casting to the outputs' dtypes; the values written, or -1."""
     e = 0
     cap = min(out_indices.shape[0], out_data.shape[0])

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from annshard._csr import row_gather
-from annshard._kernel import fused_kernel
+from annshard._kernel import fused_kernel, note_gathered
 from annshard.samplers import epoch_rng
 
 from ._fetch import Block, read_order
@@ -192,6 +192,8 @@ def _gather_one(
     # the fused kernel, when compiled for every segment's dtypes; else scipy's copy, then widening the indices
     kernels = [fused_kernel(b.indices.dtype, b.data.dtype, out_idx.dtype, out_data.dtype) for b, _ in segments]
     fused = kernels[0] if all(k is kernels[0] for k in kernels) else None
+    if fused is None:
+        note_gathered(nnz)
     stored = out_idx if fused is not None or first.indices.dtype == itype else empty(nnz, dtype=first.indices.dtype)
     n_rows = int(lens.shape[0])
     pieces = 1 if workers is None else max(1, min(workers[1], n_rows // _MIN_PIECE_ROWS))
