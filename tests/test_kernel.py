@@ -124,9 +124,13 @@ def test_gather_env_switch(monkeypatch):
         _kernel.fused_kernel(*key)
     monkeypatch.delenv(_kernel.GATHER_ENV)
     assert _kernel.gather_mode() == "auto"
+    import numba  # noqa: F401 - the lower threshold applies once numba is imported
+
     monkeypatch.setattr(_kernel, "_gathered", 0)
     assert _kernel.fused_kernel(*key) is None and not _kernel._pending  # auto, a short run: not worth compiling
-    _kernel.note_gathered(_kernel.AUTO_AFTER_VALUES)
+    _kernel.note_gathered(_kernel.AUTO_AFTER_VALUES // 4 - 1)  # numba is imported here: a quarter of the threshold
+    assert _kernel.fused_kernel(*key) is None and not _kernel._pending
+    _kernel.note_gathered(1)
     assert _kernel.fused_kernel(*key) is None  # auto past the threshold: compiling in the background, scipy meanwhile
     deadline = time.monotonic() + 120
     while (kernel := _kernel.fused_kernel(*key)) is None and time.monotonic() < deadline:

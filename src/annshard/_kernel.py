@@ -14,7 +14,8 @@ and loading the kernel from numba's cache (``cache=True``: ``__pycache__``
 beside this file, or numba's user-wide cache directory when that is
 read-only) take ~1.2 s of CPU, compiling it ~1.7 s more, while it saves ~0.6 ns
 of CPU per value gathered, ~0.9 ms per 1,000 cells (``docs/performance.md``). So in ``auto`` mode the kernel is
-only compiled once this process has gathered :data:`AUTO_AFTER_VALUES` values
+only compiled once this process has gathered :data:`AUTO_AFTER_VALUES` values (a quarter of it when numba is
+already imported)
 on the scipy path (the fixed cost's worth, as in ski rental: a run never pays
 more than about twice the best choice made knowing its length), in a
 background thread; :func:`fused_kernel` returns ``None`` until it is ready and
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +44,11 @@ __all__ = ["AUTO_AFTER_VALUES", "GATHER_ENV", "fused_kernel", "gather_mode", "no
 
 GATHER_ENV = "ANNSHARD_GATHER"
 AUTO_AFTER_VALUES = 2_000_000_000
-"""Values gathered on the scipy path before ``auto`` compiles the kernel (~1.3 M cells of 1,500 values)."""
+"""Values gathered on the scipy path before ``auto`` compiles the kernel (~1.3 M cells of 1,500 values).
+
+A quarter of it when numba is already imported (anndata imports it when dask and pydata-sparse are
+installed): then loading the kernel costs ~0.35 s of CPU, not ~1.2 s.
+"""
 _MODES = ("auto", "numba", "scipy", "numpy")
 _IN_DATA = frozenset("float32 float64 uint8 uint16 uint32 int8 int16 int32".split())
 _IN_INDEX = frozenset(("uint16", "int32", "int64"))
@@ -97,7 +103,7 @@ def fused_kernel(
         if key not in _ready:
             _compile(key)
         return _ready.get(key)
-    if key in _ready or _gathered < AUTO_AFTER_VALUES:
+    if key in _ready or _gathered < (AUTO_AFTER_VALUES // 4 if sys.modules.get("numba") else AUTO_AFTER_VALUES):
         return None
     with _lock:
         if key in _pending or key in _ready or _no_compiles:
