@@ -137,7 +137,10 @@ def _compile(key: tuple[str, str, str, str]) -> None:
 
         i, d, oi, od = key
         sig = f"int64(int64[::1], int64[::1], {i}[::1], {d}[::1], {oi}[::1], {od}[::1])"
-        kernel = numba.njit([sig], nogil=True, cache=True, boundscheck=False)(_gather)
+        try:
+            kernel = numba.njit([sig], nogil=True, cache=True, boundscheck=False)(_gather)
+        except RuntimeError:  # no writable cache directory ("cannot cache function"): compile without one
+            kernel = numba.njit([sig], nogil=True, boundscheck=False)(_gather)
     except Exception:  # noqa: BLE001 - any numba trouble: the scipy path stays
         kernel = None
     with _lock:
