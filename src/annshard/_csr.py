@@ -7,7 +7,8 @@ stored gene indices are narrower (``uint16``) the values travel in the index
 slot, reinterpreted as a same-width integer, and the gene indices travel as
 the "values": one pass copies both, bit for bit, without widening. It is a
 private scipy function, so a numpy fallback does the same when it is missing
-or the dtypes do not allow it.
+or the dtypes do not allow it (or ``ANNSHARD_GATHER=numpy`` asks for it, to
+test it; :mod:`annshard._kernel` has the loader's fused numba gather).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ._compat import scipy_csr_row_index
+from ._kernel import gather_mode
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -52,7 +54,7 @@ def row_gather(
     """
     n = int(rows.shape[0])
     nnz = int(indptr[-1]) if indptr.shape[0] else 0
-    if _csr_row_index is not None and n:
+    if _csr_row_index is not None and n and gather_mode() != "numpy":
         itype = indptr.dtype
         if indices.dtype == itype and data.dtype.char in _SPARSETOOLS_TYPES and out_indices.dtype == itype:
             _csr_row_index(n, rows.astype(itype, copy=False), indptr, indices, data, out_indices, out_data)

@@ -38,3 +38,20 @@ def test_gather_helpers_are_named_and_joined(coll):
     it.close()
     assert any(n.startswith("annshard-gather_") for n in names), names
     assert not [t for t in threading.enumerate() if t.name.startswith("annshard-")]
+
+
+@pytest.mark.parametrize("fixture", ["coll", "counts_coll"])
+def test_batches_identical_on_every_gather_path(fixture, request, monkeypatch):
+    """The fused numba kernel, scipy's copy and the numpy fallback (``ANNSHARD_GATHER``) give the same batches."""
+    pytest.importorskip("numba")
+    path = request.getfixturevalue(fixture).path
+    got = {}
+    for mode in ("numba", "scipy", "numpy"):
+        monkeypatch.setenv("ANNSHARD_GATHER", mode)
+        got[mode] = _batches(path, 3)
+    for mode in ("scipy", "numpy"):
+        assert len(got[mode]) == len(got["numba"]) >= 6
+        for (i1, x1), (i2, x2) in zip(got["numba"], got[mode], strict=True):
+            assert np.array_equal(i1, i2) and x1.dtype == x2.dtype and x1.indices.dtype == x2.indices.dtype
+            assert np.array_equal(x1.indptr, x2.indptr) and np.array_equal(x1.indices, x2.indices)
+            assert np.array_equal(x1.data, x2.data)

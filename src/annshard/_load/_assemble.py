@@ -26,12 +26,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from annshard._csr import row_gather
+from annshard._kernel import fused_kernel, note_gathered
 from annshard.samplers import epoch_rng
 
 from ._fetch import Block, read_order
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
     from concurrent.futures import Executor
 
     from numpy.typing import NDArray
@@ -145,10 +146,12 @@ def gather_rows(
 ) -> Block:
     """One batch: rows ``rows`` of each ``(block, rows)`` segment, one after the other, in new arrays.
 
-    Each stored value is copied once (scipy's C++ row gather, which releases
-    the GIL), with the gene indices in their stored dtype; they are then
-    widened to what every consumer takes (``int32``, or ``int64`` past 2**31)
-    while the batch is still warm in cache. A batch spans at most a few blocks.
+    Each stored value is copied once, outside the GIL, and the gene indices
+    are widened to what every consumer takes (``int32``, or ``int64`` past
+    2**31): in one pass by the fused numba kernel once it is compiled
+    (:mod:`annshard._kernel`), else by scipy's C++ row gather in the stored
+    dtypes and a numpy pass while the batch is still warm in cache. A batch
+    spans at most a few blocks.
     The value and index arrays come from ``pool`` (recycled buffers) when given.
     The blocks' layers and obsm arrays (:attr:`Block.extras`) are gathered with the
     same rows in the same order. With ``workers`` (an executor and its thread
@@ -184,9 +187,14 @@ def _gather_one(
     out_ptr = np.zeros(lens.shape[0] + 1, dtype=itype)
     np.cumsum(lens, out=out_ptr[1:])
     empty = np.empty if pool is None else pool.empty
-    stored = empty(nnz, dtype=first.indices.dtype)
     out_data = empty(nnz, dtype=first.data.dtype)
-    out_idx = stored if stored.dtype == itype else empty(nnz, dtype=itype)
+    out_idx = empty(nnz, dtype=itype)
+    # the fused kernel, when compiled for every segment's dtypes; else scipy's copy, then widening the indices
+    kernels = [fused_kernel(b.indices.dtype, b.data.dtype, out_idx.dtype, out_data.dtype) for b, _ in segments]
+    fused = kernels[0] if all(k is kernels[0] for k in kernels) else None
+    if fused is None:
+        note_gathered(nnz)
+    stored = out_idx if fused is not None or first.indices.dtype == itype else empty(nnz, dtype=first.indices.dtype)
     n_rows = int(lens.shape[0])
     pieces = 1 if workers is None else max(1, min(workers[1], n_rows // _MIN_PIECE_ROWS))
     step = -(-n_rows // pieces)
@@ -201,13 +209,12 @@ def _gather_one(
             pos = end
         row += n
 
-    widen = out_idx is not stored
     if pieces == 1:
         for job in jobs:
-            _copy_piece(job, stored, out_idx, out_data, widen)
+            _copy_piece(job, stored, out_idx, out_data, fused)
     else:
-        done = [workers[0].submit(_copy_piece, job, stored, out_idx, out_data, widen) for job in jobs[1:]]
-        _copy_piece(jobs[0], stored, out_idx, out_data, widen)
+        done = [workers[0].submit(_copy_piece, job, stored, out_idx, out_data, fused) for job in jobs[1:]]
+        _copy_piece(jobs[0], stored, out_idx, out_data, fused)
         for f in done:
             f.result()
     del stored  # back to the pool for the next batch (when widened)
@@ -219,12 +226,24 @@ def _copy_piece(
     stored: np.ndarray,
     out_idx: np.ndarray,
     out_data: np.ndarray,
-    widen: bool,
+    fused: Callable[..., int] | None,
 ) -> None:
-    """Copy one piece of a batch: rows ``r`` of block ``b`` into values ``e0:e1`` (widening the gene indices)."""
+    """Copy one piece of a batch: rows ``r`` of block ``b`` into values ``e0:e1`` (widening the gene indices).
+
+    With ``fused`` (:func:`~annshard._kernel.fused_kernel`) in one pass, reading
+    the stored dtypes and writing the batch's; else scipy's copy into ``stored``,
+    then the indices widened into ``out_idx`` while the piece is still warm in cache.
+    """
     b, r, e0, e1 = job
+    if fused is not None:
+        rows = np.ascontiguousarray(r, dtype=np.int64)
+        ptr = np.ascontiguousarray(b.indptr, dtype=np.int64)
+        if fused(rows, ptr, b.indices, b.data, out_idx[e0:e1], out_data[e0:e1]) != e1 - e0:
+            msg = f"batch gather: rows of a block do not fill values {e0}:{e1} of the batch (an annshard bug; set ANNSHARD_GATHER=scipy and report it)"
+            raise RuntimeError(msg)
+        return
     row_gather(r, b.indptr, b.indices, b.data, stored[e0:e1], out_data[e0:e1])
-    if widen:  # while this piece is still warm in cache
+    if stored is not out_idx:
         np.copyto(out_idx[e0:e1], stored[e0:e1], casting="unsafe")
 
 
