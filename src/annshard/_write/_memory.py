@@ -154,9 +154,10 @@ class Buffers:
     Writing into fresh pages costs far more CPU than the copy itself on some machines (page faults: a
     ~400 MB gather costs 0.27 s into fresh memory, 0.04 s into touched pages), and the writer's arrays
     go back to the system when freed (:func:`pin_mmap_threshold`). An array handed out under a key is
-    valid until the next :meth:`array` call with that key; the buffers are ``_HEADROOM`` larger than
-    asked, so a slightly larger next bucket still fits (untouched pages are not resident). Not thread-safe:
-    one per thread.
+    valid until the next :meth:`array` call with that key. A key's buffer has the dtype asked for (scipy
+    copies a view of a buffer over twice its size when it wraps it, ``_prune_array``) and is ``_HEADROOM``
+    larger than asked, so a slightly larger next block still fits (untouched pages are not resident). Not
+    thread-safe: one per thread.
     """
 
     _HEADROOM = 1.0625
@@ -166,16 +167,13 @@ class Buffers:
 
     def array(self, key: str, n: int, dtype: np.dtype | type) -> np.ndarray:
         """Return an uninitialised 1-D array of ``n`` items of ``dtype`` in ``key``'s buffer (grown when too small)."""
-        dtype = np.dtype(dtype)
-        need = int(n) * dtype.itemsize
+        dtype, n = np.dtype(dtype), int(n)
         buf = self._bufs.get(key)
-        if buf is None or buf.nbytes < need:
+        if buf is None or buf.dtype != dtype or buf.shape[0] < n:
             self._bufs.pop(key, None)
-            del buf  # the old buffer is returned before the larger one is mapped
-            # 64-byte multiples: any dtype's view is aligned (large arrays start on a page)
-            buf = np.empty((int(need * self._HEADROOM) + 64) // 64 * 64, dtype=np.uint8)
-            self._bufs[key] = buf
-        return buf[:need].view(dtype)
+            del buf  # the old buffer is returned before the new one is mapped
+            buf = self._bufs[key] = np.empty(int(n * self._HEADROOM) + 1, dtype=dtype)
+        return buf[:n]
 
     def clear(self) -> None:
         """Drop every buffer."""
