@@ -69,16 +69,46 @@ def _zarrs_for_annbatch() -> None:
 
 
 # -- conversion -----------------------------------------------------------------------------------
+def _index_encodings(paths: list[str]) -> set[str]:
+    """The ``encoding-type`` of each ``.h5ad`` file's ``obs`` index (``string-array`` / ``nullable-string-array``)."""
+    import h5py
+
+    out = set()
+    for path in paths:
+        with h5py.File(path, "r") as f:
+            obs = f["obs"]
+            out.add(str(obs[obs.attrs.get("_index", "_index")].attrs["encoding-type"]))
+    return out
+
+
+def _obs_in_memory(path: str):
+    """annbatch's lazy reading of one file, with ``obs`` read into memory (a user's ``load_adata`` work-around).
+
+    annbatch 0.3.1's default loader reads a ``nullable-string-array`` obs index (pandas 3 ``str``, anndata 0.13)
+    into memory but leaves a ``string-array`` (object) one as a dask array; ``anndata.concat`` of the two
+    (xarray) then asks dask to auto-chunk the in-memory one and fails with ``NotImplementedError: Can not use auto
+    rechunking with object dtype``. Reading ``obs`` (a few columns of 50k rows) into memory makes both alike.
+    """
+    import anndata as ad
+
+    adata = ad.experimental.read_lazy(path, load_annotation_index=True)
+    adata.obs = adata.obs.to_memory()
+    return adata
+
+
 @job
 def convert_annbatch(p: dict) -> dict:
     import annbatch
     import anndata as ad  # noqa: F401
 
     _zarrs_for_annbatch()
+    kwargs = dict(p.get("kwargs", {}))
+    if len(_index_encodings(p["paths"])) > 1:  # mixed obs index encodings: see _obs_in_memory
+        kwargs.setdefault("load_adata", _obs_in_memory)
     base = _rss_mb()
     t0, c0 = time.perf_counter(), time.process_time()
     annbatch.DatasetCollection(p["out"]).add_adatas(
-        adata_paths=p["paths"], shuffle=True, rng=np.random.default_rng(0), **p.get("kwargs", {})
+        adata_paths=p["paths"], shuffle=True, rng=np.random.default_rng(0), **kwargs
     )
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"seconds": dt, "cpu_s": cpu, "cells_per_s": p["n_obs"] / dt, "rss_base_mb": base}

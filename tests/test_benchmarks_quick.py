@@ -114,3 +114,37 @@ def test_stage_ceilings() -> None:
     assert c16["pipeline"] == pytest.approx(2.5e5)  # the single-threaded consumer caps it
     c2 = ceilings(st, 2)
     assert c2["A"] == pytest.approx(1e6 / 16) and c2["pipeline"] == pytest.approx(1e6 / 16)
+
+
+@pytest.mark.timeout(300)
+def test_annbatch_conversion_of_files_with_different_obs_index_encodings(tmp_path: Path) -> None:
+    """One file with pandas 3's ``str`` index (``nullable-string-array``), one with an object index (``string-array``).
+
+    annbatch 0.3.1's default loader fails on the pair (dask cannot auto-chunk the in-memory object index);
+    ``jobs.convert_annbatch`` reads ``obs`` into memory then, and every row arrives once.
+    """
+    import anndata as ad
+    import h5py
+    import zarr
+
+    from annshard.testing import write_h5ads
+
+    paths = write_h5ads(tmp_path / "in", [600, 400], 80, nnz_per_cell=10, seed=4)
+    a = ad.read_h5ad(paths[1])
+    a.obs.index = a.obs.index.astype(object)
+    a.write_h5ad(paths[1])
+    encodings = set()
+    for p in paths:
+        with h5py.File(p, "r") as f:
+            encodings.add(f["obs/_index"].attrs["encoding-type"])
+    assert encodings == {"string-array", "nullable-string-array"}
+    out = tmp_path / "annbatch.zarr"
+    params = {"paths": [str(p) for p in paths], "out": str(out), "n_obs": 1000}
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "jobs.py"), "convert_annbatch", json.dumps(params)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=290, env={**os.environ})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["cpu_s"] > 0
+    g = zarr.open_group(out, mode="r")
+    obs = [ad.io.read_elem(g[k]["obs"]) for k in g.group_keys()]
+    src = np.concatenate([o["src_path"].astype(str).to_numpy() for o in obs])
+    assert sorted(np.unique(src, return_counts=True)[1].tolist()) == [400, 600]

@@ -174,11 +174,11 @@ def test_interrupted_write_leaves_nothing(tmp_path, small_sources, monkeypatch):
     calls = []
     real = _gather.gather_bucket
 
-    def failing(layout, stored, k, root, name, var_from=None):
+    def failing(layout, stored, k, root, name, var_from=None, **kw):
         calls.append(k)
         if k == 2:
             raise RuntimeError("simulated crash")
-        return real(layout, stored, k, root, name, var_from)
+        return real(layout, stored, k, root, name, var_from, **kw)
 
     monkeypatch.setattr(_gather, "gather_bucket", failing)
     with pytest.raises(RuntimeError, match="simulated"):
@@ -197,10 +197,10 @@ def test_killed_write_is_cleaned_up_by_the_next(tmp_path, small_sources):
 import os, annshard
 from annshard._write import _gather
 real = _gather.gather_bucket
-def dying(layout, stored, k, root, name, var_from=None):
+def dying(layout, stored, k, root, name, var_from=None, **kw):
     if k == 1:
         os._exit(9)
-    return real(layout, stored, k, root, name, var_from)
+    return real(layout, stored, k, root, name, var_from, **kw)
 _gather.gather_bucket = dying
 annshard.write_collection({[str(x) for x in small_sources["paths"]]!r}, {str(p)!r}, n_obs_per_shard=50)
 """

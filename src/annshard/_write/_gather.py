@@ -27,7 +27,7 @@ from annshard._csr import row_gather
 from annshard._store._manifest import ShardInfo, shard_name
 from annshard._store._shard import write_shard
 
-from ._memory import trim
+from ._memory import Buffers, trim
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -57,16 +57,33 @@ class CSRParts:
         return sp.csr_matrix((self.data, self.indices, self.indptr), shape=self.shape).toarray()
 
 
-def take_rows(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, rows: np.ndarray, n_vars: int) -> CSRParts:
-    """Rows ``rows`` of a CSR matrix, in that order, keeping dtypes (``uint16`` indices stay ``uint16``)."""
+def take_rows(
+    data: np.ndarray,
+    indices: np.ndarray,
+    indptr: np.ndarray,
+    rows: np.ndarray,
+    n_vars: int,
+    *,
+    buffers: Buffers | None = None,
+    key: str = "take",
+) -> CSRParts:
+    """Rows ``rows`` of a CSR matrix, in that order, keeping dtypes (``uint16`` indices stay ``uint16``).
+
+    With ``buffers``, the values and indices are written into its arrays ``<key>.data`` / ``<key>.indices``
+    (valid until their next use).
+    """
     indptr = np.asarray(indptr)
     rows = np.asarray(rows)
     lengths = np.diff(indptr)[rows]
     new_indptr = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(lengths, out=new_indptr[1:])
     nnz = int(new_indptr[-1])
-    out_data = np.empty(nnz, dtype=data.dtype)
-    out_indices = np.empty(nnz, dtype=indices.dtype)
+    if buffers is None:
+        out_data = np.empty(nnz, dtype=data.dtype)
+        out_indices = np.empty(nnz, dtype=indices.dtype)
+    else:
+        out_data = buffers.array(f"{key}.data", nnz, data.dtype)
+        out_indices = buffers.array(f"{key}.indices", nnz, indices.dtype)
     row_gather(rows, indptr, indices, data, out_indices, out_data)
     return CSRParts(out_data, out_indices, new_indptr, (len(rows), n_vars))
 
@@ -111,26 +128,41 @@ def _load_strings(layout: Layout, k: int, key: str, n: int) -> np.ndarray:
 
 
 def _load_matrix(
-    layout: Layout, k: int, prefix: str, storage: StorageSpec, n_cols: int, perm: np.ndarray
+    layout: Layout,
+    k: int,
+    prefix: str,
+    storage: StorageSpec,
+    n_cols: int,
+    perm: np.ndarray,
+    buffers: Buffers | None = None,
 ) -> CSRParts | np.ndarray:
-    """Load one matrix of bucket ``k`` (files ``<prefix>data``, ...) with its rows in ``perm`` order."""
+    """Load one matrix of bucket ``k`` (files ``<prefix>data``, ...) with its rows in ``perm`` order.
+
+    With ``buffers``, a CSR matrix's rows are permuted into its arrays (valid until the next bucket's). The
+    files are read into fresh memory, freed before the shard is written: reused, they would be held idle
+    through the encode (the budget's peak).
+    """
     n = perm.shape[0]
     vdt = np.dtype(storage.data_dtype)
     if storage.x_format == "csr":
         rowlen = _load(layout, k, f"{prefix}rowlen", np.int64, n)
         indptr = np.concatenate([[0], np.cumsum(rowlen)])
-        data = _load(layout, k, f"{prefix}data", vdt, int(indptr[-1]))
-        indices = _load(layout, k, f"{prefix}indices", np.dtype(storage.indices_dtype), int(indptr[-1]))
-        return take_rows(data, indices, indptr, perm, n_cols)
+        nnz = int(indptr[-1])
+        data = _load(layout, k, f"{prefix}data", vdt, nnz)
+        indices = _load(layout, k, f"{prefix}indices", np.dtype(storage.indices_dtype), nnz)
+        return take_rows(data, indices, indptr, perm, n_cols, buffers=buffers, key=f"out.{prefix}")
     flat = _load(layout, k, f"{prefix}data", vdt, n * n_cols)
     return flat.reshape(n, n_cols)[perm]
 
 
-def load_bucket(layout: Layout, k: int) -> tuple[CSRParts | np.ndarray, pd.DataFrame]:
-    """Load bucket ``k`` (its files as the layout planned them) and permute its rows; returns ``X`` and ``obs``."""
+def load_bucket(layout: Layout, k: int, buffers: Buffers | None = None) -> tuple[CSRParts | np.ndarray, pd.DataFrame]:
+    """Load bucket ``k`` (its files as the layout planned them) and permute its rows; returns ``X`` and ``obs``.
+
+    With ``buffers``, a CSR ``X`` lives in its arrays (valid until the next bucket's).
+    """
     n = layout.shard_rows[k]
     perm = layout.rng(1, k).permutation(n)
-    X = _load_matrix(layout, k, "", layout.spec, layout.genes.n_vars, perm)
+    X = _load_matrix(layout, k, "", layout.spec, layout.genes.n_vars, perm, buffers)
     names = _load_strings(layout, k, "names", n)[perm]
     columns: dict[str, object] = {}
     for j, col in enumerate(layout.columns):
@@ -162,9 +194,10 @@ def gather(
 ) -> list[ShardInfo]:
     """Write every bucket of ``layout`` as a shard of ``root``, numbered from ``first_shard``; return their infos."""
     shards: list[ShardInfo] = []
+    buffers = Buffers()  # one bucket after another in the same pages
     for k, rows in enumerate(layout.shard_rows):
         name = shard_name(first_shard + k)
-        nnz = gather_bucket(layout, stored, k, root, name, var_from=shards[0].name if shards else None)
+        nnz = gather_bucket(layout, stored, k, root, name, var_from=shards[0].name if shards else None, buffers=buffers)
         shards.append(ShardInfo(name=name, n_obs=rows, nnz=nnz, generation=layout.generation))
         if progress is not None:
             progress(rows)
@@ -180,17 +213,19 @@ def gather_bucket(
     var_from: str | None = None,
     *,
     keep_files: bool = False,
+    buffers: Buffers | None = None,
 ) -> int:
     """Write bucket ``k`` as shard ``name`` of ``root``, delete its files, and return its number of stored values.
 
     ``var_from`` names a shard of ``root`` written before, whose ``var`` is copied. ``keep_files``
     keeps the bucket's files (a distributed gather task may be retried; the driver removes them).
+    ``buffers``: reused for the bucket's CSR arrays (see :class:`~._memory.Buffers`).
     """
-    X, obs = load_bucket(layout, k)
+    X, obs = load_bucket(layout, k, buffers)
     # the layers and obsm arrays, permuted like X (the same generator, the same rows)
     perm = layout.rng(1, k).permutation(layout.shard_rows[k])
     matrices = [
-        (spec, _load_matrix(layout, k, f"m{j}.", p.spec.storage, p.spec.n_cols, perm))
+        (spec, _load_matrix(layout, k, f"m{j}.", p.spec.storage, p.spec.n_cols, perm, buffers))
         for j, (p, spec) in enumerate(zip(layout.matrices, stored.matrices, strict=True))
     ]
     src = None if var_from is None else root[var_from]

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "GATHER_FACTOR",
     "SCATTER_FACTOR",
+    "Buffers",
     "parse_bytes",
     "pin_mmap_threshold",
     "row_bytes",
@@ -145,6 +146,38 @@ def trim() -> None:
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+class Buffers:
+    """Arrays whose memory is reused from one call to the next, by key (one bucket or source block after another).
+
+    Writing into fresh pages costs far more CPU than the copy itself on some machines (page faults: a
+    ~400 MB gather costs 0.27 s into fresh memory, 0.04 s into touched pages), and the writer's arrays
+    go back to the system when freed (:func:`pin_mmap_threshold`). An array handed out under a key is
+    valid until the next :meth:`array` call with that key. A key's buffer has the dtype asked for (scipy
+    copies a view of a buffer over twice its size when it wraps it, ``_prune_array``) and is ``_HEADROOM``
+    larger than asked, so a slightly larger next block still fits (untouched pages are not resident). Not
+    thread-safe: one per thread.
+    """
+
+    _HEADROOM = 1.0625
+
+    def __init__(self) -> None:
+        self._bufs: dict[str, np.ndarray] = {}
+
+    def array(self, key: str, n: int, dtype: np.dtype | type) -> np.ndarray:
+        """Return an uninitialised 1-D array of ``n`` items of ``dtype`` in ``key``'s buffer (grown when too small)."""
+        dtype, n = np.dtype(dtype), int(n)
+        buf = self._bufs.get(key)
+        if buf is None or buf.dtype != dtype or buf.shape[0] < n:
+            self._bufs.pop(key, None)
+            del buf  # the old buffer is returned before the new one is mapped
+            buf = self._bufs[key] = np.empty(int(n * self._HEADROOM) + 1, dtype=dtype)
+        return buf[:n]
+
+    def clear(self) -> None:
+        """Drop every buffer."""
+        self._bufs.clear()
 
 
 def size_passes(

@@ -35,7 +35,7 @@ import scipy.sparse as sp
 
 from ._counts import ValueStats, check_exact
 from ._gather import CSRParts, take_rows
-from ._memory import trim
+from ._memory import Buffers, trim
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -247,6 +247,7 @@ def scatter_task(layout: Layout, task: ScatterTask, progress: Callable[[int], No
     readers = [_ColumnReader(c, src, task.i) for c in layout.columns]
     step = layout.block_rows[task.i]
     k_all = np.arange(layout.n_buckets, dtype=np.int32)
+    buffers = Buffers()  # one piece after another in the same pages
     for b, counts in enumerate(task.counts):
         b_start = task.start + b * step
         b_stop = min(task.stop, b_start + step)
@@ -256,7 +257,7 @@ def scatter_task(layout: Layout, task: ScatterTask, progress: Callable[[int], No
             p1 = min(b_stop, p0 + task.piece_rows)
             lab = labels[p0 - b_start : p1 - b_start]
             piece_counts = np.bincount(lab, minlength=layout.n_buckets).astype(np.int64)
-            _scatter_block(part, task.i, src, readers, p0, p1, lab, piece_counts, stats)
+            _scatter_block(part, task.i, src, readers, p0, p1, lab, piece_counts, stats, buffers)
             trim()
             if progress is not None:
                 progress(p1 - p0)
@@ -342,6 +343,7 @@ def _scatter_block(
     labels: np.ndarray,
     counts: np.ndarray,
     stats: list[ValueStats],
+    buffers: Buffers | None = None,
 ) -> None:
     """Scatter rows ``start:stop`` of source ``i``; ``stats``: its value statistics of ``X``, then of each matrix."""
     order = np.argsort(labels, kind="stable")
@@ -355,11 +357,11 @@ def _scatter_block(
     del block
     if sp.issparse(X) and layout.spec.counts_dtype is not None:
         stats[0].update(X.data)
-    X = _permute(X, order, layout.index_dtype)
+    X = _permute(X, order, layout.index_dtype, buffers)
     # layers and obsm arrays: the same rows, in the same order, into their own bucket files
     extras = [
-        _read_matrix(layout, plan, src, i, start, stop, order, st)
-        for plan, st in zip(layout.matrices, stats[1:], strict=True)
+        _read_matrix(layout, plan, src, i, start, stop, order, st, buffers, f"m{j}")
+        for j, (plan, st) in enumerate(zip(layout.matrices, stats[1:], strict=True))
     ]
     rows = (np.arange(start, stop, dtype=np.int64))[order]
     names = src.read_obs_names(start, stop)[order]
@@ -380,12 +382,22 @@ def _scatter_block(
                 _append(layout.file(k, f"obs{j}"), vals[r0:r1])
 
 
-def _permute(X: sp.csr_matrix | np.ndarray, order: np.ndarray, index_dtype: np.dtype) -> CSRParts | np.ndarray:
-    """Rows of ``X`` in ``order``: CSR as bare arrays with ``index_dtype`` gene indices, dense as an array."""
+def _permute(
+    X: sp.csr_matrix | np.ndarray,
+    order: np.ndarray,
+    index_dtype: np.dtype,
+    buffers: Buffers | None = None,
+    key: str = "x",
+) -> CSRParts | np.ndarray:
+    """Rows of ``X`` in ``order``: CSR as bare arrays with ``index_dtype`` gene indices (in ``buffers``), or dense."""
     if not sp.issparse(X):
         return X[order]
-    indices = X.indices.astype(index_dtype, copy=False)
-    return take_rows(X.data, indices, X.indptr, order, X.shape[1])
+    if buffers is None or X.indices.dtype == index_dtype:
+        indices = X.indices.astype(index_dtype, copy=False)
+    else:
+        indices = buffers.array(f"{key}.cast", X.indices.shape[0], index_dtype)
+        np.copyto(indices, X.indices, casting="unsafe")  # the layout's index dtype holds every gene index
+    return take_rows(X.data, indices, X.indptr, order, X.shape[1], buffers=buffers, key=key)
 
 
 def _read_matrix(
@@ -397,6 +409,8 @@ def _read_matrix(
     stop: int,
     order: np.ndarray,
     stats: ValueStats,
+    buffers: Buffers | None = None,
+    key: str = "m",
 ) -> CSRParts | np.ndarray:
     """Rows ``start:stop`` of one layer or obsm array of source ``i``, stored as planned, in ``order``."""
     storage = plan.spec.storage
@@ -413,7 +427,7 @@ def _read_matrix(
         M = M.reshape(stop - start, -1).astype(storage.data_dtype, copy=False)
     if storage.counts_dtype is not None:
         stats.update(M.data if sp.issparse(M) else M.ravel())
-    return _permute(M, order, np.dtype(storage.indices_dtype))
+    return _permute(M, order, np.dtype(storage.indices_dtype), buffers, key)
 
 
 def _append_rows(layout: Layout, k: int, prefix: str, M: CSRParts | np.ndarray, r0: int, r1: int) -> None:

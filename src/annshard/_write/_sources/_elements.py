@@ -18,11 +18,24 @@ class CSRRows:
 
     A block is read as three slices and wrapped without a copy: anndata's ``sparse_dataset`` reads the same
     slices and then copies them once more (scipy's row slicing), a full copy of every block the writer reads.
+    From HDF5 (h5py datasets), ``data`` and ``indices`` are read into two buffers reused from block to block
+    (fresh pages cost more CPU than the read: :class:`annshard._write._memory.Buffers`), so a block is valid
+    until the next one is read (the scatter pass consumes each block before reading the next).
     """
 
     def __init__(self, group: Any, shape: tuple[int, ...]) -> None:
+        from annshard._write._memory import Buffers
+
         self.data, self.indices, self.indptr = group["data"], group["indices"], group["indptr"]
         self.shape = (int(shape[0]), int(shape[1]))
+        self._buffers = Buffers()
+
+    def _slice(self, key: str, ds: Any, p0: int, p1: int) -> np.ndarray:
+        if not hasattr(ds, "read_direct") or p1 <= p0:  # zarr arrays: read as they come
+            return np.asarray(ds[p0:p1])
+        out = self._buffers.array(key, p1 - p0, ds.dtype)
+        ds.read_direct(out, np.s_[p0:p1])
+        return out
 
     def __getitem__(self, rows: slice) -> sp.csr_matrix:
         """Rows ``rows`` (a ``start:stop`` slice) as a scipy CSR matrix."""
@@ -36,7 +49,7 @@ class CSRRows:
         if p1 < p0 or (indptr.shape[0] > 1 and (np.diff(indptr) < 0).any()) or p1 > self.data.shape[0]:
             msg = f"indptr of rows {start}:{stop} is not a non-decreasing run within data's {self.data.shape[0]} values"
             raise ValueError(msg)
-        data, indices = np.asarray(self.data[p0:p1]), np.asarray(self.indices[p0:p1])
+        data, indices = self._slice("data", self.data, p0, p1), self._slice("indices", self.indices, p0, p1)
         if data.shape[0] != p1 - p0 or indices.shape[0] != p1 - p0:
             msg = f"data or indices hold fewer than the {p1} values indptr points to"
             raise ValueError(msg)
