@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -27,19 +28,93 @@ import pytest
 GUARD = "from annshard.testing import forbid_network\nforbid_network(exit_code=3)\n"
 
 
-def run_python(code: str, *, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300):
-    """Run ``code`` in a fresh interpreter with the network guard; return the CompletedProcess."""
+class Started:
+    """A fresh interpreter started by :func:`start_python`, its output going to temporary files."""
+
+    def __init__(self, proc: subprocess.Popen, out, err, timeout: float):
+        self.proc, self._out, self._err, self._timeout = proc, out, err, timeout
+        self._result: subprocess.CompletedProcess | None = None
+
+    def result(self) -> subprocess.CompletedProcess:
+        """Wait for the process (killed past its timeout); its CompletedProcess, as ``subprocess.run`` returns."""
+        if self._result is None:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            try:
+                self.proc.wait(self._timeout)
+            except subprocess.TimeoutExpired:
+                self.stop()
+                raise
+            self._out.seek(0)
+            self._err.seek(0)
+            self._result = subprocess.CompletedProcess(
+                self.proc.args, self.proc.returncode, self._out.read(), self._err.read()
+            )
+            self._out.close()
+            self._err.close()
+        return self._result
+
+    def wait_for(self, marker: str) -> str:
+        """Wait until the process printed a line starting with ``marker`` (flushed); the rest of that line.
+
+        Fails with the process's output if it ends first or runs past its timeout.
+        """
+        deadline = time.monotonic() + self._timeout
+        while True:
+            self._out.seek(0)
+            for line in self._out.read().splitlines():
+                if line.startswith(marker):
+                    return line[len(marker) :].strip()
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                self._err.seek(0)
+                self._out.seek(0)
+                pytest.fail(f"no {marker!r} line: {self._out.read()[-2000:]}{self._err.read()[-4000:]}", pytrace=False)
+            time.sleep(0.1)
+
+    def send(self, line: str) -> None:
+        """Write ``line`` to the process's standard input (``start_python(..., stdin=True)``)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def stop(self) -> None:
+        """Kill the process if it still runs (fixture teardown)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_python(
+    code: str, *, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300, stdin: bool = False
+):
+    """Start ``code`` in a fresh interpreter with the network guard; :meth:`Started.result` waits for it.
+
+    With ``stdin``, the test talks to the process (:meth:`Started.send`, :meth:`Started.wait_for`): one
+    interpreter does the work of two that would each import lamindb again.
+
+    Independent fresh-interpreter checks started side by side share the machine's cores: each spends most of
+    its ~10 s importing lamindb, and the test process only waits meanwhile.
+    """
     full_env = {**os.environ, **(env or {})}
     script = GUARD + "\n" + textwrap.dedent(code)
-    return subprocess.run(
+    out = tempfile.TemporaryFile("w+")
+    err = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(
         [sys.executable, "-c", script],
         env=full_env,
         cwd=cwd,
-        capture_output=True,
+        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        stdout=out,
+        stderr=err,
         text=True,
-        timeout=timeout,
-        check=False,
     )
+    return Started(proc, out, err, timeout)
+
+
+def run_python(code: str, *, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300):
+    """Run ``code`` in a fresh interpreter with the network guard; return the CompletedProcess."""
+    return start_python(code, env=env, cwd=cwd, timeout=timeout).result()
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 
-from .conftest import run_python
+from .conftest import run_python, start_python
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -28,7 +28,8 @@ def test_two_users_share_a_collection(postgres, tmp_path):
     env_a = {"LAMIN_SETTINGS_DIR": str(user_a / "settings"), "LAMIN_CURRENT_INSTANCE": "anonymous/team"}
     env_b = {"LAMIN_SETTINGS_DIR": str(user_b / "settings"), "LAMIN_CURRENT_INSTANCE": "anonymous/team"}
 
-    a = run_python(
+    # A stays up while B works, then reads B's run back from the shared database (one interpreter, not two)
+    a = start_python(
         f"""
         import os
         import lamindb_setup as ln_setup
@@ -41,44 +42,43 @@ def test_two_users_share_a_collection(postgres, tmp_path):
         coll = annshard.write_collection(sources, {str(shared / "team" / "cells.zarr")!r}, seed=0, n_obs_per_shard=100)
         record = annshard.lamin.register(coll, key="team/cells")
         assert ln.setup.settings.instance.dialect == "postgresql"
-        print("REGISTERED", record.uid, coll.n_obs)
-        """,
-        env=env_a,
-    )
-    assert a.returncode == 0, a.stdout[-2000:] + a.stderr[-4000:]
-    uid, n_obs = a.stdout.split("REGISTERED")[1].split()
-    # the admin hands the instance's settings file to the teammate (LaminHub does this when online)
-    settings_a = user_a / "settings" / ".lamin" / "instance--anonymous--team.env"
-    (user_b / "settings" / ".lamin").mkdir(parents=True)
-    shutil.copy(settings_a, user_b / "settings" / ".lamin" / settings_a.name)
-
-    b = run_python(
-        """
-        import lamindb as ln
-        ln.connect("anonymous/team")
-        ln.track(ln.Transform(key="team/train", kind="function").save(), pypackages=False, stream_tracking=False)
-        loader = ln.Collection.get(key="team/cells").loader(batch_size=64, obs_columns=["cell_type"])
-        rows = sum(batch.n_obs for batch in loader)
-        run = ln.context.run
-        ln.finish()
-        print("LOADED", run.uid, rows, ln.Collection.get(key="team/cells").uid)
-        """,
-        env=env_b,
-        cwd=user_b,
-    )
-    assert b.returncode == 0, b.stdout[-2000:] + b.stderr[-4000:]
-    run_uid, rows, seen_uid = b.stdout.split("LOADED")[1].split()
-    assert rows == n_obs and seen_uid == uid
-
-    check = run_python(
-        f"""
-        import lamindb as ln
-        record = ln.Collection.get({uid!r})
-        run = record.input_of_runs.get(uid={run_uid!r})
+        print("REGISTERED", record.uid, coll.n_obs, flush=True)
+        run_uid = input()  # B's run, once B has finished
+        run = ln.Collection.get(record.uid).input_of_runs.get(uid=run_uid)
         print("RUN", run.transform.key, run.params["annshard_loader"]["batch_size"], run.finished_at is not None)
         """,
         env=env_a,
         cwd=user_a,
+        stdin=True,
     )
+    try:
+        uid, n_obs = a.wait_for("REGISTERED").split()
+        # the admin hands the instance's settings file to the teammate (LaminHub does this when online)
+        settings_a = user_a / "settings" / ".lamin" / "instance--anonymous--team.env"
+        (user_b / "settings" / ".lamin").mkdir(parents=True)
+        shutil.copy(settings_a, user_b / "settings" / ".lamin" / settings_a.name)
+
+        b = run_python(
+            """
+            import lamindb as ln
+            ln.connect("anonymous/team")
+            ln.track(ln.Transform(key="team/train", kind="function").save(), pypackages=False, stream_tracking=False)
+            loader = ln.Collection.get(key="team/cells").loader(batch_size=64, obs_columns=["cell_type"])
+            rows = sum(batch.n_obs for batch in loader)
+            run = ln.context.run
+            ln.finish()
+            print("LOADED", run.uid, rows, ln.Collection.get(key="team/cells").uid)
+            """,
+            env=env_b,
+            cwd=user_b,
+        )
+        assert b.returncode == 0, b.stdout[-2000:] + b.stderr[-4000:]
+        run_uid, rows, seen_uid = b.stdout.split("LOADED")[1].split()
+        assert rows == n_obs and seen_uid == uid
+
+        a.send(run_uid)
+        check = a.result()
+    finally:
+        a.stop()
     assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-4000:]
-    assert check.stdout.split("RUN")[1].split() == ["team/train", "64", "True"]
+    assert check.stdout.rsplit("\nRUN ", 1)[1].split() == ["team/train", "64", "True"]
