@@ -19,6 +19,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -235,3 +236,48 @@ _databases = itertools.count()
 def postgres(postgres_server) -> str:
     """``postgresql://...`` of a fresh, empty database on the session's server (one per test: each makes an instance)."""
     return postgres_server(f"annshard{next(_databases)}")
+
+
+@dataclass(frozen=True)
+class Team:
+    """The instance ``anonymous/team`` on PostgreSQL, as its admin created it: what a teammate is handed."""
+
+    slug: str
+    settings_file: Path  # the instance's settings file (what an admin hands out; LaminHub does this online)
+    storage: Path  # its default storage root, a directory every user sees
+
+    def hand_to(self, settings_dir: Path) -> None:
+        """Copy the instance's settings file into a user's ``LAMIN_SETTINGS_DIR``."""
+        (settings_dir / ".lamin").mkdir(parents=True, exist_ok=True)
+        shutil.copy(self.settings_file, settings_dir / ".lamin" / self.settings_file.name)
+
+
+@pytest.fixture(scope="session")
+def team(postgres_server, tmp_path_factory) -> Team:
+    """A lamindb instance on the session's PostgreSQL server, created once by its admin in a fresh interpreter.
+
+    Creating it (``lamindb_setup.init``: every migration, on PostgreSQL) is most of a two-user story's time; the
+    stories of tests/lamin/test_postgres.py and tests/lamin/test_bucket.py share it, under keys of their own.
+    """
+    base = tmp_path_factory.mktemp("team")
+    admin, storage = base / "admin", base / "shared-storage"
+    (admin / "settings").mkdir(parents=True)
+    db = postgres_server("team")
+    env = {"LAMIN_SETTINGS_DIR": str(admin / "settings"), "LAMIN_CURRENT_INSTANCE": "anonymous/team"}
+    created = run_python(
+        f"""
+        import os
+        import lamindb_setup as ln_setup
+        os.chdir({str(admin)!r})
+        ln_setup.init(storage={str(storage)!r}, db={db!r}, name="team")
+        import lamindb as ln
+        assert ln.setup.settings.instance.dialect == "postgresql"
+        print("CREATED", ln.setup.settings.instance.slug)
+        """,
+        env=env,
+    )
+    assert created.returncode == 0, created.stdout[-2000:] + created.stderr[-4000:]
+    assert created.stdout.split("CREATED", 1)[1].split() == ["anonymous/team"]
+    settings_file = admin / "settings" / ".lamin" / "instance--anonymous--team.env"
+    assert settings_file.is_file()
+    return Team(slug="anonymous/team", settings_file=settings_file, storage=storage)

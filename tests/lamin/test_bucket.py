@@ -1,9 +1,11 @@
 """Team sharing on a bucket: lamindb storage locations on the local S3 server (``moto_server`` in a subprocess).
 
 The quick test uses the session's SQLite instance with an extra storage location on the bucket; the slow one
-is the two-user story on the local PostgreSQL server: process A writes, registers (shards uploaded by annshard,
-registered in place), appends and registers a second version; its local files are deleted; process B, with its
-own lamindb settings and cache directory, connects, loads each version over S3 and trains inside a tracked run.
+is the two-user story on the local PostgreSQL server (the session's ``team`` instance, shared with
+tests/lamin/test_postgres.py): process A connects with the admin's settings file, adds the bucket as a storage
+location, writes, registers (shards uploaded by annshard, registered in place), appends and registers a second
+version; its local files are deleted; process B, with its own lamindb settings and cache directory, connects,
+loads each version over S3 and trains inside a tracked run; A then finds the run in the shared database.
 
 lamindb's S3 session (built by lamindb itself when it saves a storage location or an artifact on a bucket)
 probes AWS's public bucket ``lamindata`` once per process when AWS credentials are set; ``AWS_ENDPOINT_URL``
@@ -143,11 +145,12 @@ def digest(loader):
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_two_users_share_a_collection_on_a_bucket(postgres, s3_server, tmp_path):
+def test_two_users_share_a_collection_on_a_bucket(team, s3_server, tmp_path):
     root = _root(s3_server, f"team-{uuid.uuid4().hex[:8]}")
     user_a, user_b = tmp_path / "user-a", tmp_path / "user-b"
     for d in (user_a, user_b):
         (d / "settings").mkdir(parents=True)
+    team.hand_to(user_a / "settings")
     common = {"LAMIN_CURRENT_INSTANCE": "anonymous/team"}
     env_a = {
         **common,
@@ -160,20 +163,18 @@ def test_two_users_share_a_collection_on_a_bucket(postgres, s3_server, tmp_path)
     a = start_python(
         _DIGEST
         + textwrap.dedent(f"""
-        import json, os
-        import lamindb_setup as ln_setup
-        os.chdir({str(user_a)!r})
-        ln_setup.init(storage={str(user_a / "storage")!r}, db={postgres!r}, name="team")
+        import json
         import lamindb as ln
+        ln.connect("anonymous/team")
         import annshard, annshard.lamin
         from annshard.testing import make_adata
         ln.Storage(root={root!r}).save()
         sources = {{f"s{{i}}": make_adata(150, 30, nnz_per_cell=6, seed=i) for i in range(2)}}
         coll = annshard.write_collection(sources, {str(user_a / "staging" / "cells.zarr")!r}, seed=0, n_obs_per_shard=100)
-        v1 = annshard.lamin.register(coll, key="team/cells", storage={root!r})
+        v1 = annshard.lamin.register(coll, key="team/bucket-cells", storage={root!r})
         ref1 = digest(annshard.Loader(coll, batch_size=64, seed=7))
         coll2 = annshard.append_collection(coll, {{"extra": make_adata(70, 30, nnz_per_cell=6, seed=9)}}, n_obs_per_shard=100)
-        v2 = annshard.lamin.register(coll2, key="team/cells", storage={root!r})
+        v2 = annshard.lamin.register(coll2, key="team/bucket-cells", storage={root!r})
         ref2 = digest(annshard.Loader(coll2, batch_size=64, seed=7))
         assert ln.setup.settings.instance.dialect == "postgresql"
         print("REGISTERED", json.dumps([v1.uid, v2.uid, v2.version, coll.n_obs, coll2.n_obs, ref1, ref2]), flush=True)
@@ -189,11 +190,9 @@ def test_two_users_share_a_collection_on_a_bucket(postgres, s3_server, tmp_path)
     try:
         uid1, uid2, version2, n1, n2, ref1, ref2 = json.loads(a.wait_for("REGISTERED"))
         assert version2 == "2" and n2 == n1 + 70
-        # the admin hands the instance's settings file to the teammate; nothing of A's disk is left but its settings
-        settings_a = user_a / "settings" / ".lamin" / "instance--anonymous--team.env"
-        (user_b / "settings" / ".lamin").mkdir(parents=True)
-        shutil.copy(settings_a, user_b / "settings" / ".lamin" / settings_a.name)
-        for d in ("staging", "storage", "cache"):
+        # the admin hands the settings file to a second teammate; nothing of A's disk is left but its settings
+        team.hand_to(user_b / "settings")
+        for d in ("staging", "cache"):
             shutil.rmtree(user_a / d, ignore_errors=True)
 
         b = run_python(
@@ -202,13 +201,13 @@ def test_two_users_share_a_collection_on_a_bucket(postgres, s3_server, tmp_path)
             import json
             import lamindb as ln
             ln.connect("anonymous/team")
-            ln.track(ln.Transform(key="team/train", kind="function").save(), pypackages=False, stream_tracking=False)
-            v1 = ln.Collection.get(key="team/cells", version="1")
+            ln.track(ln.Transform(key="team/train-bucket", kind="function").save(), pypackages=False, stream_tracking=False)
+            v1 = ln.Collection.get(key="team/bucket-cells", version="1")
             loader = v1.loader(batch_size=64, seed=7)
             reader = loader._union.collections[0]
             where = [str(reader.path), type(reader.location.zarr_store()).__name__, str(reader.cache.path)]
             got1 = digest(loader)
-            got2 = digest(ln.Collection.get(key="team/cells").loader(batch_size=64, seed=7))
+            got2 = digest(ln.Collection.get(key="team/bucket-cells").loader(batch_size=64, seed=7))
             run = ln.context.run
             ln.finish()
             print("LOADED", json.dumps([run.uid, v1.uid, where, got1, got2]))
@@ -228,4 +227,4 @@ def test_two_users_share_a_collection_on_a_bucket(postgres, s3_server, tmp_path)
     finally:
         a.stop()
     assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-4000:]
-    assert check.stdout.rsplit("\nRUN ", 1)[1].split() == ["team/train", "64", "True"]
+    assert check.stdout.rsplit("\nRUN ", 1)[1].split() == ["team/train-bucket", "64", "True"]

@@ -10,6 +10,8 @@ installed, for the modules of the former cycle ``_instance -> _plugin -> _regist
 from __future__ import annotations
 
 import ast
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ import pytest
 import annshard
 from annshard.lamin import register
 
-from .conftest import make_collection, start_python
+from .conftest import make_collection, run_python
 
 SRC = Path(annshard.__file__).resolve().parent
 LAMIN = SRC / "lamin"
@@ -199,22 +201,20 @@ def registered(lamin_root):
 
 @pytest.fixture(scope="module")
 def fresh(registered, subprocess_env):
-    """Every fresh interpreter of this module's cases, started side by side: ``{(case, first): Started}``.
+    """Every fresh interpreter of this module's cases, run side by side: ``{(case, first): Future}``.
 
-    Each is its own process with its own import order; started together they share the cores while this
-    process waits (each case alone is ~12 s of imports).
+    Each is its own process with its own import order; as many run at once as there are cores, while this
+    process only waits (each case alone is ~12 s of imports).
     """
-    started = {}
-    try:
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        futures = {}
         for first in FORMER_CYCLE:
             code = HIDE_ENTRY_POINT + _imports_then(first) + _WITHOUT_ENTRY_POINT
-            started["hidden", first] = start_python(code, env=subprocess_env)
+            futures["hidden", first] = pool.submit(run_python, code, env=subprocess_env)
             code = _imports_then(first) + _AS_INSTALLED.format(key=registered.key)
-            started["installed", first] = start_python(code, env=subprocess_env)
-        yield started
-    finally:
-        for s in started.values():
-            s.stop()
+            futures["installed", first] = pool.submit(run_python, code, env=subprocess_env)
+        yield futures
+        pool.shutdown(cancel_futures=True)
 
 
 @pytest.mark.parametrize("first", FORMER_CYCLE)

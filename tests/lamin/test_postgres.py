@@ -2,16 +2,16 @@
 
 The test starts Debian's PostgreSQL (``apt-get install postgresql``) in a temporary
 directory on a free loopback port, as the ``postgres`` user when run as root.
-Process A creates a lamindb instance on it with a shared storage directory and
-registers a collection; process B, with its own lamindb settings directory,
-connects with the instance's settings file (what an admin hands out; LaminHub
-does this online), resolves the collection by key, loads batches inside a
-tracked run, and the run is recorded in the shared database.
+The instance on it (with a shared storage directory) is the session's ``team``
+(``tests/lamin/conftest.py``: created once by its admin in a fresh interpreter,
+shared with tests/lamin/test_bucket.py). Process A, with its own lamindb settings
+directory, connects with the instance's settings file (what an admin hands out;
+LaminHub does this online) and registers a collection; process B, with its own
+settings directory, connects the same way, resolves the collection by key, loads
+batches inside a tracked run; A then finds the run in the shared database.
 """
 
 from __future__ import annotations
-
-import shutil
 
 import pytest
 
@@ -20,22 +20,20 @@ from .conftest import run_python, start_python
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
-def test_two_users_share_a_collection(postgres, tmp_path):
-    shared = tmp_path / "shared-storage"
+def test_two_users_share_a_collection(team, tmp_path):
+    shared = team.storage
     user_a, user_b = tmp_path / "user-a", tmp_path / "user-b"
     for d in (user_a, user_b):
         (d / "settings").mkdir(parents=True)
+    team.hand_to(user_a / "settings")
     env_a = {"LAMIN_SETTINGS_DIR": str(user_a / "settings"), "LAMIN_CURRENT_INSTANCE": "anonymous/team"}
     env_b = {"LAMIN_SETTINGS_DIR": str(user_b / "settings"), "LAMIN_CURRENT_INSTANCE": "anonymous/team"}
 
     # A stays up while B works, then reads B's run back from the shared database (one interpreter, not two)
     a = start_python(
         f"""
-        import os
-        import lamindb_setup as ln_setup
-        os.chdir({str(user_a)!r})
-        ln_setup.init(storage={str(shared)!r}, db={postgres!r}, name="team")
         import lamindb as ln
+        ln.connect("anonymous/team")
         import annshard, annshard.lamin
         from annshard.testing import make_adata
         sources = {{f"s{{i}}": make_adata(150, 30, nnz_per_cell=6, seed=i) for i in range(2)}}
@@ -53,10 +51,7 @@ def test_two_users_share_a_collection(postgres, tmp_path):
     )
     try:
         uid, n_obs = a.wait_for("REGISTERED").split()
-        # the admin hands the instance's settings file to the teammate (LaminHub does this when online)
-        settings_a = user_a / "settings" / ".lamin" / "instance--anonymous--team.env"
-        (user_b / "settings" / ".lamin").mkdir(parents=True)
-        shutil.copy(settings_a, user_b / "settings" / ".lamin" / settings_a.name)
+        team.hand_to(user_b / "settings")  # the admin hands the settings file to a second teammate
 
         b = run_python(
             """
