@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,19 +29,93 @@ import pytest
 GUARD = "from annshard.testing import forbid_network\nforbid_network(exit_code=3)\n"
 
 
-def run_python(code: str, *, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300):
-    """Run ``code`` in a fresh interpreter with the network guard; return the CompletedProcess."""
+class Started:
+    """A fresh interpreter started by :func:`start_python`, its output going to temporary files."""
+
+    def __init__(self, proc: subprocess.Popen, out, err, timeout: float):
+        self.proc, self._out, self._err, self._timeout = proc, out, err, timeout
+        self._result: subprocess.CompletedProcess | None = None
+
+    def result(self) -> subprocess.CompletedProcess:
+        """Wait for the process (killed past its timeout); its CompletedProcess, as ``subprocess.run`` returns."""
+        if self._result is None:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            try:
+                self.proc.wait(self._timeout)
+            except subprocess.TimeoutExpired:
+                self.stop()
+                raise
+            self._out.seek(0)
+            self._err.seek(0)
+            self._result = subprocess.CompletedProcess(
+                self.proc.args, self.proc.returncode, self._out.read(), self._err.read()
+            )
+            self._out.close()
+            self._err.close()
+        return self._result
+
+    def wait_for(self, marker: str) -> str:
+        """Wait until the process printed a line starting with ``marker`` (flushed); the rest of that line.
+
+        Fails with the process's output if it ends first or runs past its timeout.
+        """
+        deadline = time.monotonic() + self._timeout
+        while True:
+            self._out.seek(0)
+            for line in self._out.read().splitlines():
+                if line.startswith(marker):
+                    return line[len(marker) :].strip()
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                self._err.seek(0)
+                self._out.seek(0)
+                pytest.fail(f"no {marker!r} line: {self._out.read()[-2000:]}{self._err.read()[-4000:]}", pytrace=False)
+            time.sleep(0.1)
+
+    def send(self, line: str) -> None:
+        """Write ``line`` to the process's standard input (``start_python(..., stdin=True)``)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def stop(self) -> None:
+        """Kill the process if it still runs (fixture teardown)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_python(
+    code: str, *, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300, stdin: bool = False
+):
+    """Start ``code`` in a fresh interpreter with the network guard; :meth:`Started.result` waits for it.
+
+    With ``stdin``, the test talks to the process (:meth:`Started.send`, :meth:`Started.wait_for`): one
+    interpreter does the work of two that would each import lamindb again.
+
+    Independent fresh-interpreter checks started side by side share the machine's cores: each spends most of
+    its ~10 s importing lamindb, and the test process only waits meanwhile.
+    """
     full_env = {**os.environ, **(env or {})}
     script = GUARD + "\n" + textwrap.dedent(code)
-    return subprocess.run(
+    out = tempfile.TemporaryFile("w+")
+    err = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(
         [sys.executable, "-c", script],
         env=full_env,
         cwd=cwd,
-        capture_output=True,
+        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        stdout=out,
+        stderr=err,
         text=True,
-        timeout=timeout,
-        check=False,
     )
+    return Started(proc, out, err, timeout)
+
+
+def run_python(code: str, *, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300):
+    """Run ``code`` in a fresh interpreter with the network guard; return the CompletedProcess."""
+    return start_python(code, env=env, cwd=cwd, timeout=timeout).result()
 
 
 @pytest.fixture(scope="session")
@@ -160,3 +236,48 @@ _databases = itertools.count()
 def postgres(postgres_server) -> str:
     """``postgresql://...`` of a fresh, empty database on the session's server (one per test: each makes an instance)."""
     return postgres_server(f"annshard{next(_databases)}")
+
+
+@dataclass(frozen=True)
+class Team:
+    """The instance ``anonymous/team`` on PostgreSQL, as its admin created it: what a teammate is handed."""
+
+    slug: str
+    settings_file: Path  # the instance's settings file (what an admin hands out; LaminHub does this online)
+    storage: Path  # its default storage root, a directory every user sees
+
+    def hand_to(self, settings_dir: Path) -> None:
+        """Copy the instance's settings file into a user's ``LAMIN_SETTINGS_DIR``."""
+        (settings_dir / ".lamin").mkdir(parents=True, exist_ok=True)
+        shutil.copy(self.settings_file, settings_dir / ".lamin" / self.settings_file.name)
+
+
+@pytest.fixture(scope="session")
+def team(postgres_server, tmp_path_factory) -> Team:
+    """A lamindb instance on the session's PostgreSQL server, created once by its admin in a fresh interpreter.
+
+    Creating it (``lamindb_setup.init``: every migration, on PostgreSQL) is most of a two-user story's time; the
+    stories of tests/lamin/test_postgres.py and tests/lamin/test_bucket.py share it, under keys of their own.
+    """
+    base = tmp_path_factory.mktemp("team")
+    admin, storage = base / "admin", base / "shared-storage"
+    (admin / "settings").mkdir(parents=True)
+    db = postgres_server("team")
+    env = {"LAMIN_SETTINGS_DIR": str(admin / "settings"), "LAMIN_CURRENT_INSTANCE": "anonymous/team"}
+    created = run_python(
+        f"""
+        import os
+        import lamindb_setup as ln_setup
+        os.chdir({str(admin)!r})
+        ln_setup.init(storage={str(storage)!r}, db={db!r}, name="team")
+        import lamindb as ln
+        assert ln.setup.settings.instance.dialect == "postgresql"
+        print("CREATED", ln.setup.settings.instance.slug)
+        """,
+        env=env,
+    )
+    assert created.returncode == 0, created.stdout[-2000:] + created.stderr[-4000:]
+    assert created.stdout.split("CREATED", 1)[1].split() == ["anonymous/team"]
+    settings_file = admin / "settings" / ".lamin" / "instance--anonymous--team.env"
+    assert settings_file.is_file()
+    return Team(slug="anonymous/team", settings_file=settings_file, storage=storage)

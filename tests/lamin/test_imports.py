@@ -10,6 +10,8 @@ installed, for the modules of the former cycle ``_instance -> _plugin -> _regist
 from __future__ import annotations
 
 import ast
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -168,17 +170,7 @@ def _imports_then(first: str) -> str:
     return f"import annshard.lamin.{first}\n" + "".join(f"import annshard.lamin.{m}\n" for m in rest)
 
 
-@pytest.mark.parametrize("first", FORMER_CYCLE)
-def test_plugin_from_package_import_without_entry_point(first, subprocess_env):
-    """Without the entry point, importing a module first installs ``.loader()``; nothing imports lamindb early.
-
-    The modules of the former cycle are the ones whose import order mattered (each case is a fresh interpreter
-    that imports lamindb, ~12 s; every other module is imported right after them in each case).
-    """
-    result = run_python(
-        HIDE_ENTRY_POINT
-        + _imports_then(first)
-        + """
+_WITHOUT_ENTRY_POINT = """
 import sys
 early = sorted(m for m in ("lamindb", "lamindb_setup", "torch") if m in sys.modules)
 assert not early, f"imported by annshard.lamin: {early}"
@@ -190,11 +182,15 @@ from lamindb_setup.core._settings_instance import InstanceSettings
 assert require_instance().slug == ln.setup.settings.instance.slug
 assert getattr(InstanceSettings.__dict__["is_on_hub"].fget, "__annshard_offline__", False), "no offline patch"
 print("ok")
-""",
-        env=subprocess_env,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "ok"
+"""
+
+_AS_INSTALLED = """
+import lamindb as ln
+from annshard.lamin._instance import require_instance
+require_instance()
+loader = ln.Collection.get(key={key!r}).loader(batch_size=64)
+print("rows", sum(b.n_obs for b in loader))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -203,20 +199,40 @@ def registered(lamin_root):
     return register(coll, key="test/imports")
 
 
+@pytest.fixture(scope="module")
+def fresh(registered, subprocess_env):
+    """Every fresh interpreter of this module's cases, run side by side: ``{(case, first): Future}``.
+
+    Each is its own process with its own import order; as many run at once as there are cores, while this
+    process only waits (each case alone is ~12 s of imports).
+    """
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        futures = {}
+        for first in FORMER_CYCLE:
+            code = HIDE_ENTRY_POINT + _imports_then(first) + _WITHOUT_ENTRY_POINT
+            futures["hidden", first] = pool.submit(run_python, code, env=subprocess_env)
+            code = _imports_then(first) + _AS_INSTALLED.format(key=registered.key)
+            futures["installed", first] = pool.submit(run_python, code, env=subprocess_env)
+        yield futures
+        pool.shutdown(cancel_futures=True)
+
+
 @pytest.mark.parametrize("first", FORMER_CYCLE)
-def test_loader_after_importing_a_former_cycle_module_first(first, registered, subprocess_env):
+def test_plugin_from_package_import_without_entry_point(first, fresh):
+    """Without the entry point, importing a module first installs ``.loader()``; nothing imports lamindb early.
+
+    The modules of the former cycle are the ones whose import order mattered (each case is a fresh interpreter
+    that imports lamindb, ~12 s; every other module is imported right after them in each case).
+    """
+    result = fresh["hidden", first].result()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "ok"
+
+
+@pytest.mark.parametrize("first", FORMER_CYCLE)
+def test_loader_after_importing_a_former_cycle_module_first(first, registered, fresh):
     """As installed: import a module of the former cycle first, require the instance, then ``.loader()`` works."""
-    result = run_python(
-        _imports_then(first)
-        + f"""
-import lamindb as ln
-from annshard.lamin._instance import require_instance
-require_instance()
-loader = ln.Collection.get(key={registered.key!r}).loader(batch_size=64)
-print("rows", sum(b.n_obs for b in loader))
-""",
-        env=subprocess_env,
-    )
+    result = fresh["installed", first].result()
     assert result.returncode == 0, result.stderr[-3000:]
     n = registered.meta_artifact.features.get_values()["annshard_n_obs"]
     assert result.stdout.strip().splitlines()[-1] == f"rows {n}"
