@@ -83,6 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="32,256;256,32",
         help="loader settings 'chunk,preload;chunk,preload' (default %(default)s)",
     )
+    p.add_argument(
+        "--read-threads",
+        type=int,
+        default=None,
+        help="annshard's read_threads (default: its own, cores - 1); 2 on 2 cores shows the raw reads' threads",
+    )
     p.add_argument("--skip", default="", help="comma-separated parts to skip: convert,load,train,decode")
     p.add_argument("--quick", action="store_true", help="20k cells x 5k genes, 1 repeat (a ~2 minute smoke run)")
     p.add_argument("--out", type=Path, default=OUT_DIR, help="where the JSON and PNG go")
@@ -176,6 +182,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                             "preload_nchunks": preload,
                             "epochs": a.epochs,
                         }
+                        if lib == "annshard" and a.read_threads:
+                            params["kwargs"] = {"read_threads": a.read_threads}
                         key = f"{kind}/load/{lib}/{chunk},{preload}"
                         runs.setdefault(key, []).append(run_job(f"load_{lib}", params))
 
@@ -220,13 +228,17 @@ def stage_cpu(run: dict[str, Any]) -> dict[str, float]:
     py = dict(t["python_threads_s"])
     per_1k = 1e6 / run["cells"]
     stages = {
-        "A_read": py.pop("annshard-read", 0.0) * per_1k,
+        # the read thread and the next epoch's read-ahead (one thread each)
+        "A_read": (py.pop("annshard-read", 0.0) + py.pop("annshard-read-next", 0.0)) * per_1k,
         "A_decode": t["native_s"] * per_1k,
+        # os.preadv reads and counts' widening of uncompressed arrays, on read_threads threads (_store/_raw.py);
+        # with read_threads=1 (the default on 2 cores) they run in the read thread itself and count there
+        "A_raw": sum(py.pop(n) for n in [n for n in py if n.startswith("annshard-raw")]) * per_1k,
         # stage B's thread and its helpers (annshard-gather_<i>, gather_threads(read_threads) - 1 of them)
         "B_gather": sum(py.pop(n) for n in [n for n in py if n.startswith("annshard-gather")]) * per_1k,
         "consumer": py.pop("MainThread", 0.0) * per_1k,
     }
-    stages["A"] = stages["A_read"] + stages["A_decode"]
+    stages["A"] = stages["A_read"] + stages["A_decode"] + stages["A_raw"]
     stages["other"] = sum(py.values()) * per_1k  # other Python threads: zarr's I/O loop (opening), asyncio pools
     stages["all"] = t["cpu_s"] * per_1k
     return stages
@@ -244,7 +256,8 @@ def ceilings(st: dict[str, float], cores: int) -> dict[str, float]:
     c = {
         "A_read": cap(st["A_read"], 1),
         "A_decode": cap(st["A_decode"], decode_cores),
-        "A": cap(st["A_read"] + st["A_decode"] / decode_cores, 1),
+        "A_raw": cap(st.get("A_raw", 0.0), decode_cores),
+        "A": cap(st["A_read"] + (st["A_decode"] + st.get("A_raw", 0.0)) / decode_cores, 1),
         "B_gather": cap(st["B_gather"], gather_threads(decode_cores)),
         "consumer": cap(st["consumer"], 1),
         "other": cap(st["other"], 1),
@@ -257,8 +270,9 @@ def ceilings(st: dict[str, float], cores: int) -> dict[str, float]:
 CEILING_ASSUMPTIONS = (
     "ceilings assume: the read thread and the consumer are one thread each (<= 1 core each); stage B's gather "
     "runs on gather_threads(read_threads) threads (2 per 5 decode threads); "
-    "zarrs' decode scales with read_threads = N-1 cores; within stage A the read thread waits while zarrs decodes "
-    "its block, so A caps at 1 / (read + decode / (N-1)); the process as a whole at N cores / all CPU per cell; "
+    "zarrs' decode and the raw reads (annshard-raw threads) scale with read_threads = N-1 cores; within stage A "
+    "the read thread waits while its block decodes, so A caps at 1 / (read + (decode + raw) / (N-1)); with "
+    "read_threads=1 (the default on 2 cores) the raw reads run in the read thread and count as its own; the process as a whole at N cores / all CPU per cell; "
     "the pipeline at the lowest of these. Figures: cells/s."
 )
 
@@ -434,8 +448,9 @@ def table(res: dict[str, Any], a: argparse.Namespace) -> str:
     labels = {
         "A_read": ("A: read thread", "1 thread"),
         "A_decode": ("A: zarrs decode (native threads)", "read_threads"),
+        "A_raw": ("A: raw reads (annshard-raw threads)", "read_threads"),
         "A": ("A: read + decode", "see below"),
-        "B_gather": ("B: gather thread", "1 thread"),
+        "B_gather": ("B: gather threads", "gather_threads"),
         "consumer": ("consumer (main thread)", "1 thread"),
         "other": ("other Python threads (zarr's I/O loop, ...)", "1 thread"),
         "all": ("whole process", "N cores"),

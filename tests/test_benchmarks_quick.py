@@ -114,6 +114,8 @@ def test_stage_ceilings() -> None:
     assert c16["pipeline"] == pytest.approx(2.5e5)  # the single-threaded consumer caps it
     c2 = ceilings(st, 2)
     assert c2["A"] == pytest.approx(1e6 / 16) and c2["pipeline"] == pytest.approx(1e6 / 16)
+    raw = ceilings({**st, "A_decode": 0.0, "A_raw": 15.0}, 16)  # raw reads scale with the read threads too
+    assert raw["A_raw"] == pytest.approx(1e6) and raw["A"] == pytest.approx(c16["A"])
 
 
 @pytest.mark.timeout(300)
