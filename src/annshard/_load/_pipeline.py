@@ -133,7 +133,7 @@ def gathered_batches(
         else:
             block, order = got
         if b == stream.n_blocks - 1 and ahead is not None and following is not None:
-            ahead.read_ahead(following, reader, block_pool, shuffle=shuffle, seed=seed, part=part)
+            ahead.read_ahead(Head(following, reader, block_pool, shuffle=shuffle, seed=seed, part=part))
         return block, order[skip:] if b == first else order
 
     per_block = max(1, rows_per_block // batch_size)
@@ -250,19 +250,10 @@ class ProcessReader:
             self._pools = self._head = None  # a forked copy's head has no thread
         return self._reader
 
-    def read_ahead(
-        self,
-        following: Callable[[], tuple[EpochStream, int]],
-        reader: BlockReader,
-        pool: BufferPool,
-        *,
-        shuffle: bool,
-        seed: int,
-        part: int,
-    ) -> None:
-        """Start reading the first block of the iteration ``following`` describes (:class:`Head`), replacing any other."""
+    def read_ahead(self, head: Head) -> None:
+        """Keep ``head``, the read-ahead of the iteration expected next (:class:`Head`), replacing any other."""
         with self._head_lock:
-            old, self._head = self._head, Head(following, reader, pool, shuffle=shuffle, seed=seed, part=part)
+            old, self._head = self._head, head
         if old is not None:
             old.close()
 
