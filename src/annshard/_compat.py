@@ -178,15 +178,12 @@ def zarr_stored_counts(array: zarr.Array) -> zarr.Array | None:
     if codecs and codecs[0].get("name") == "sharding_indexed":
         holder = codecs[0]["configuration"]
         codecs = holder["codecs"]
-    first = codecs[0] if codecs else {}
-    cfg = first.get("configuration", {})
-    if first.get("name") != "numcodecs.fixedscaleoffset" or cfg.get("scale") != 1 or cfg.get("offset") != 0:
-        return None
     import numpy as np
 
-    stored = np.dtype(cfg.get("astype") or "f8")
-    fill = d.get("fill_value")
-    if stored.kind != "u" or not isinstance(fill, int | float) or fill != 0:
+    from annshard._store._spec import stored_counts_dtype
+
+    stored = stored_counts_dtype(codecs[0] if codecs else {}, np.dtype(array.dtype), d.get("fill_value"))
+    if stored is None:
         return None
     holder["codecs"] = codecs[1:]
     d["data_type"] = stored.name

@@ -25,6 +25,7 @@ import google_crc32c
 import numpy as np
 
 from annshard._errors import CorruptShardError
+from annshard._store._spec import stored_counts_dtype
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -80,23 +81,6 @@ def split_runs(runs: NDArray[np.int64], chunk: int) -> Iterator[tuple[int, int, 
             pos = end
 
 
-def _stored_counts(codec: dict[str, Any], dtype: np.dtype, fill: Any) -> np.dtype | None:
-    """Return the stored unsigned integer type of raw counts (``fixedscaleoffset``, scale 1, offset 0), else ``None``.
-
-    Such values are the stored integers themselves: widening them to ``dtype`` gives exactly what zarr reads.
-    """
-    cfg = codec.get("configuration", {})
-    if cfg.get("scale") != 1 or cfg.get("offset") != 0 or fill not in (0, 0.0) or dtype.kind not in "fiu":
-        return None
-    try:
-        stored, declared = np.dtype(cfg.get("astype") or "f8"), np.dtype(cfg.get("dtype") or "f8")
-    except TypeError:
-        return None
-    if stored.kind != "u" or declared != dtype or not np.can_cast(stored, dtype, "safe"):
-        return None
-    return stored
-
-
 class RawRuns:
     """Reads ``[start, stop)`` element runs of one uncompressed sharded 1-D array by ``os.preadv``.
 
@@ -136,7 +120,7 @@ class RawRuns:
         little = {"name": "bytes", "configuration": {"endian": "little"}}
         dtype = np.dtype(array.dtype)
         if inner and inner[0].get("name") == "numcodecs.fixedscaleoffset":
-            dtype = _stored_counts(inner.pop(0), dtype, d.get("fill_value"))
+            dtype = stored_counts_dtype(inner.pop(0), dtype, d.get("fill_value"))
             if dtype is None:
                 return None
         if inner != [little] and not (dtype.itemsize == 1 and inner == [{"name": "bytes"}]):

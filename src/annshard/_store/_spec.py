@@ -138,6 +138,31 @@ class StorageSpec:
         return (FixedScaleOffset(offset=0, scale=1, dtype=dtype, astype=astype),)
 
 
+def stored_counts_dtype(codec: dict[str, Any], dtype: np.dtype, fill: Any) -> np.dtype | None:
+    """Return the stored unsigned integer type of raw counts, read from their filter's metadata; else ``None``.
+
+    ``codec`` is an array's first codec (its zarr v3 metadata dict): the
+    ``numcodecs.fixedscaleoffset`` of :meth:`StorageSpec.counts_filters` (scale 1,
+    offset 0, from ``dtype`` into an unsigned integer), with fill value 0. Such
+    values are the stored integers themselves: widening them to ``dtype`` gives
+    exactly what the filter decodes. Every reader that skips the filter
+    (:func:`annshard._compat.zarr_stored_counts`, :class:`annshard._store._raw.RawRuns`)
+    asks this.
+    """
+    cfg = codec.get("configuration", {})
+    if codec.get("name") != "numcodecs.fixedscaleoffset" or cfg.get("scale") != 1 or cfg.get("offset") != 0:
+        return None
+    if not isinstance(fill, int | float) or fill != 0 or dtype.kind not in "fiu":
+        return None
+    try:
+        stored, declared = np.dtype(cfg.get("astype") or "f8"), np.dtype(cfg.get("dtype") or "f8")
+    except TypeError:
+        return None
+    if stored.kind != "u" or declared != dtype or not np.can_cast(stored, dtype, "safe"):
+        return None
+    return stored
+
+
 @dataclass(frozen=True)
 class MatrixSpec:
     """A matrix stored beside ``X`` in every shard, for the same rows: a layer or an obsm array.
