@@ -39,6 +39,8 @@ from annshard._store._remote_read import RemoteRuns, read_remote_runs
 from annshard._store._shard import open_shard_arrays
 from annshard._store._validate import check_indices, check_indptr
 
+from ._pool import populate
+
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
@@ -176,6 +178,14 @@ class DirectRuns:
 _Runs = DirectRuns | RawRuns | RemoteRuns
 
 
+def _take(pool: BufferPool | None, n: int, dtype: np.dtype, *, lazy: bool) -> tuple[np.ndarray, bool]:
+    """Return an array for a block's element from ``pool``, and whether it is fresh and left for its readers to fault in (``lazy``)."""
+    if pool is None:
+        return np.empty(n, dtype=dtype), False
+    arr, fresh = pool.take(n, dtype, populate=not lazy)
+    return arr, fresh and lazy
+
+
 def _runs_reader(array: zarr.Array) -> _Runs | None:
     """Our own remote reader for an array in an object store (:mod:`annshard._store._remote_read`), else a local one (:meth:`DirectRuns.create`)."""
     return RemoteRuns.create(array) or DirectRuns.create(array)
@@ -208,6 +218,8 @@ class Block:
     extras
         The same rows of the layers and obsm arrays read with ``X``, by element
         (``"layers/counts"``), each as a block of its own (its ``index`` is this block's).
+    indices_checked
+        Whether every gene index was checked against ``n_vars`` while it was read (by the raw threads).
     """
 
     index: NDArray[np.int64]
@@ -215,6 +227,7 @@ class Block:
     data: np.ndarray
     indices: np.ndarray | None
     extras: dict[str, Block] = field(default_factory=dict)
+    indices_checked: bool = False
 
     @property
     def n_rows(self) -> int:
@@ -322,15 +335,20 @@ class BlockReader:
                 blocks.append(
                     self._plan_csr(chunks, shard_ids, arrs, index, local, bounds, pool, element, jobs, direct, widen)
                 )
-        self._run(jobs, chunks, shard_ids, direct, pool)
+        extremes = self._run(jobs, chunks, shard_ids, direct, pool)
         for narrow, wide in widen:
             np.copyto(wide, narrow, casting="unsafe")
         del widen
-        # before any CSR matrix or tensor is built from them: an index past n_vars would make those read out of bounds
+        # before any CSR matrix or tensor is built from them: an index past n_vars would make those read out of
+        # bounds. Gene indices read by os.preadv were measured by the raw threads as they read them (`extremes`);
+        # a block's other gene indices are scanned here.
         n_vars = self.shards[0].collection.n_vars
+        where = lambda: "; ".join(self.shards[s].where for s in shard_ids.tolist())  # noqa: E731 - built on failure only
+        if extremes is not None:
+            check_indices(np.array(extremes, dtype=np.int64), n_vars, where)
         for b in blocks:
-            if b.indices is not None:
-                check_indices(b.indices, n_vars, lambda: "; ".join(self.shards[s].where for s in shard_ids.tolist()))
+            if b.indices is not None and not b.indices_checked:
+                check_indices(b.indices, n_vars, where)
         block = blocks[0]
         block.extras = dict(zip(self.extras, blocks[1:], strict=True))
         return block
@@ -370,28 +388,39 @@ class BlockReader:
         np.cumsum(row_nnz, out=indptr[1:])
         nnz = int(indptr[-1])
         empty = np.empty if pool is None else pool.empty
-        data = empty(nnz, dtype=arrs[0].data.dtype)
-        indices = empty(nnz, dtype=arrs[0].indices.dtype)
+        readers = [self._direct[(int(s), element)] for s in shard_ids]
+        # buffers that os.preadv fills (RawRuns) are not faulted in here but by the raw threads, part by part
+        raw_data = all(isinstance(dd, RawRuns) for dd, _ in readers)
+        raw_indices = all(isinstance(di, RawRuns) for _, di in readers)
+        data, fresh_data = _take(pool, nnz, arrs[0].data.dtype, lazy=raw_data)
+        indices, fresh_indices = _take(pool, nnz, arrs[0].indices.dtype, lazy=raw_indices)
         counts: dict[
             np.dtype, np.ndarray
         ] = {}  # the block's stored counts, by stored dtype, widened into `data` once read
         pos = 0
-        for s, a, er in zip(shard_ids.tolist(), arrs, elem_runs, strict=True):
+        for a, er, (dd, di) in zip(arrs, elem_runs, readers, strict=True):
             k = int((er[:, 1] - er[:, 0]).sum())
-            dd, di = self._direct[(s, element)]
             out_data = data[pos : pos + k]
             if isinstance(dd, DirectRuns) and dd.dtype != data.dtype:  # RawRuns widens as it reads
                 if dd.dtype not in counts:
                     counts[dd.dtype] = empty(nnz, dtype=dd.dtype)
                 out_data = counts[dd.dtype][pos : pos + k]
                 widen.append((out_data, data[pos : pos + k]))
-            for reader, arr, out in ((dd, a.data, out_data), (di, a.indices, indices[pos : pos + k])):
-                if reader is not None:
-                    direct.append((reader, er, out))
-                else:
-                    jobs.append(_read_runs(arr, er, out))
+            if dd is not None:
+                direct.append((dd, er, out_data, False, fresh_data) if raw_data else (dd, er, out_data))
+            else:
+                jobs.append(_read_runs(a.data, er, out_data))
+            if di is not None:
+                # raw gene indices: their smallest and largest value found as they are read (the index check)
+                direct.append(
+                    (di, er, indices[pos : pos + k], True, fresh_indices)
+                    if raw_indices
+                    else (di, er, indices[pos : pos + k])
+                )
+            else:
+                jobs.append(_read_runs(a.indices, er, indices[pos : pos + k]))
             pos += k
-        return Block(index=index, indptr=indptr, data=data, indices=indices)
+        return Block(index=index, indptr=indptr, data=data, indices=indices, indices_checked=raw_indices)
 
     def _plan_dense(
         self,
@@ -425,16 +454,18 @@ class BlockReader:
         shard_ids: np.ndarray,
         direct: list[tuple[_Runs, NDArray[np.int64], np.ndarray]],
         pool: BufferPool | None = None,
-    ) -> None:
+    ) -> tuple[int, int] | None:
+        """Do the block's reads; return the smallest and largest gene index the raw reads found (or ``None``)."""
         try:
             read_remote_runs([d for d in direct if isinstance(d[0], RemoteRuns)])  # all concurrently
-            read_raw_runs([d for d in direct if isinstance(d[0], RawRuns)], self.threads)
-            for reader, runs, out in direct:
+            extremes = read_raw_runs([d for d in direct if isinstance(d[0], RawRuns)], self.threads, populate=populate)
+            for reader, runs, out, *_ in direct:
                 if isinstance(reader, DirectRuns):
                     reader.read(runs, out, pool)
             if jobs:
                 with zarr_config():
                     zarr_sync(_gather(jobs))
+            return extremes
         except Exception as e:
             where = "; ".join(
                 f"{self.shards[s].where} rows {self._describe_rows(chunks, s)}" for s in shard_ids.tolist()

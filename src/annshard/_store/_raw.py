@@ -28,13 +28,13 @@ from annshard._errors import CorruptShardError
 from annshard._store._spec import stored_counts_dtype
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
     from pathlib import Path
 
     import zarr
     from numpy.typing import NDArray
 
-__all__ = ["RawRuns", "parse_shard_index", "read_raw_runs", "split_runs"]
+__all__ = ["RawRuns", "parse_shard_index", "read_raw_runs", "run_pieces", "split_runs"]
 
 _MISSING = 2**64 - 1  # a shard index entry of an inner chunk that was never written (all fill value)
 _PART_BYTES = 1 << 20  # a read is cut into parts of at least this many bytes, one per thread
@@ -67,18 +67,33 @@ def parse_shard_index(raw: bytes, n_chunks: int, *, crc: bool, where: str) -> ND
 def split_runs(runs: NDArray[np.int64], chunk: int) -> Iterator[tuple[int, int, int, int]]:
     """Split runs of a chunked axis at chunk borders: ``(chunk index, start in it, stop in it, start in output)``.
 
-    The runs are laid out one after the other in the output.
+    The runs are laid out one after the other in the output. The pieces of :func:`run_pieces`, as Python ints.
     """
-    out = 0
-    for start, stop in runs.tolist():
-        pos = start
-        while pos < stop:
-            ci = pos // chunk
-            c0 = ci * chunk
-            end = min(stop, c0 + chunk)
-            yield ci, pos - c0, end - c0, out
-            out += end - pos
-            pos = end
+    for piece in run_pieces(runs, chunk).tolist():
+        yield piece[0], piece[1], piece[2], piece[3]
+
+
+def run_pieces(runs: NDArray[np.int64], chunk: int) -> NDArray[np.int64]:
+    """Split runs of a chunked axis at chunk borders, all at once: ``(n, 4)`` of chunk index, start and stop in it, start in output.
+
+    The runs (``(n, 2)`` start, stop) are laid out one after the other in the output; empty runs give no piece.
+    The same pieces, in the same order, as cutting each run in a loop (:func:`split_runs`), computed by numpy in
+    a few calls per block instead of a few Python operations per piece.
+    """
+    runs = np.asarray(runs, dtype=np.int64).reshape(-1, 2)
+    runs = runs[runs[:, 1] > runs[:, 0]]
+    if runs.shape[0] == 0:
+        return np.zeros((0, 4), dtype=np.int64)
+    first = runs[:, 0] // chunk
+    k = (runs[:, 1] - 1) // chunk - first + 1  # pieces per run
+    owner = np.repeat(np.arange(runs.shape[0]), k)
+    ci = np.repeat(first - np.cumsum(k) + k, k) + np.arange(owner.shape[0])  # chunk index of each piece
+    c0 = ci * chunk
+    start = np.maximum(runs[owner, 0], c0)
+    stop = np.minimum(runs[owner, 1], c0 + chunk)
+    lens = stop - start
+    out = np.cumsum(lens) - lens
+    return np.stack([ci, start - c0, stop - c0, out], axis=1)
 
 
 class RawRuns:
@@ -96,7 +111,7 @@ class RawRuns:
         self._inner_len = inner_len
         self._n_inner = shard_len // inner_len
         self._fill = fill
-        self._tables: dict[int, list[tuple[int, int, int]]] = {}
+        self._tables: dict[int, tuple[NDArray[np.int64], NDArray[np.int64], int]] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -133,111 +148,148 @@ class RawRuns:
         directory = array.store.root / array.path if array.path else array.store.root
         return cls(directory, dtype.newbyteorder("<"), shard_len, inner_len, d.get("fill_value") or 0)
 
-    def _index(self, s: int, fd: int) -> list[tuple[int, int, int]]:
-        """Return the inner-chunk index of shard file ``s`` open as ``fd``: (offset, bytes, file size) per chunk; read once."""
+    def _index(self, s: int, fd: int) -> tuple[NDArray[np.int64], NDArray[np.int64], int]:
+        """Return the inner-chunk index of shard file ``s`` open as ``fd``: offsets, sizes (``-1``: never written), file size; read once."""
         with self._lock:
             if s not in self._tables:
                 size = os.fstat(fd).st_size
                 n = self._n_inner * 16 + 4
                 raw = os.pread(fd, n, size - n) if size >= n else b""
-                table = parse_shard_index(raw, self._n_inner, crc=True, where=str(self._path(s)))
-                self._tables[s] = [(off, nb, size) for off, nb in table.tolist()]  # Python ints: cheap per piece
+                table = parse_shard_index(raw, self._n_inner, crc=True, where=str(self._path(s))).view(np.int64)
+                self._tables[s] = (table[:, 0].copy(), table[:, 1].copy(), size)  # 2**64 - 1 reads as -1
             return self._tables[s]
 
     def _path(self, s: int) -> Path:
         return self._dir / "c" / str(s)
 
+    def _open(self, s: int, fds: dict[int, int | None]) -> int | None:
+        if s not in fds:
+            try:
+                fds[s] = os.open(self._path(s), os.O_RDONLY)
+            except FileNotFoundError:  # a shard file never written: all fill value
+                fds[s] = None
+        return fds[s]
+
     @property
     def inner_len(self) -> int:
-        """Elements per inner chunk (the unit :meth:`read_pieces` takes)."""
+        """Elements per inner chunk."""
         return self._inner_len
 
-    def read(self, runs: NDArray[np.int64], out: np.ndarray, pool: Any = None) -> None:
+    def reads(self, runs: NDArray[np.int64], fds: dict[int, int | None]) -> tuple[list[int], ...]:
+        """Plan the reads of ``runs`` (``(n, 2)`` start, stop, laid out one after the other in the output).
+
+        Returns four lists, one entry per read: the file descriptor (``-1``: fill value, nothing stored), the byte
+        offset in the file, the start in the output and the number of elements. Every step is numpy over all the
+        runs' inner-chunk pieces (:func:`run_pieces`) at once, with a Python loop over the shard files touched
+        only; pieces that continue each other in the file (a run over consecutive inner chunks, which the writer
+        lays out in chunk order) and in the output become one read, so a read is about a run. Files are opened
+        into ``fds`` (shard file -> descriptor, ``None``: never written), which the caller closes.
+
+        Raises
+        ------
+        OSError
+            If an inner chunk is not a whole chunk inside its file (a truncated file), naming the file and chunk.
+        """
+        pieces = run_pieces(runs, self._inner_len)
+        n = pieces.shape[0]
+        if n == 0:
+            return [], [], [], []
+        size = self.dtype.itemsize
+        chunk_bytes = self._inner_len * size
+        shard, inner = np.divmod(pieces[:, 0], self._n_inner)
+        fd = np.full(n, -1, dtype=np.int64)
+        at = np.zeros(n, dtype=np.int64)
+        files = np.unique(shard).tolist()
+        for s in files:
+            f = self._open(s, fds)
+            if f is None:
+                continue
+            table = self._tables.get(s)  # a plain dict read: no lock once the index is loaded
+            offsets, nbytes, file_size = self._index(s, f) if table is None else table
+            sel = slice(None) if len(files) == 1 else np.flatnonzero(shard == s)
+            c = inner[sel]
+            off, nb = offsets[c], nbytes[c]
+            written = ~((off == -1) & (nb == -1))
+            bad = written & ((nb != chunk_bytes) | (off < 0) | (off > file_size - nb))
+            if bad.any():
+                j = int(np.flatnonzero(bad)[0])
+                msg = f"{self._path(s)}: inner chunk {int(c[j])} is {int(nb[j])} bytes at {int(off[j])}, not {chunk_bytes} bytes inside the file"
+                raise OSError(msg)
+            fd[sel] = np.where(written, f, -1)
+            at[sel] = off + pieces[sel, 1] * size
+        lens = pieces[:, 2] - pieces[:, 1]
+        # the output is contiguous by construction: a piece joins the previous read when it is in the same file
+        # right after it, or when both are fill value
+        joins = np.zeros(n, dtype=bool)
+        joins[1:] = (fd[1:] == fd[:-1]) & ((fd[1:] < 0) | (at[1:] == at[:-1] + lens[:-1] * size))
+        heads = np.flatnonzero(~joins)
+        return fd[heads].tolist(), at[heads].tolist(), pieces[heads, 3].tolist(), np.add.reduceat(lens, heads).tolist()
+
+    def read(
+        self, runs: NDArray[np.int64], out: np.ndarray, pool: Any = None, *, extremes: bool = False
+    ) -> tuple[int, int] | None:
         """Read ``runs`` (``(n, 2)`` start, stop) one after the other into ``out`` (``pool``: unused, as DirectRuns').
 
         When ``out`` is wider than :attr:`dtype` (stored counts into their values' dtype), the runs are read into a
         small buffer a few inner chunks at a time and each piece widened into ``out`` while it is in cache: no
-        block-sized buffer of stored integers, and the widening runs on the read's threads.
-        """
-        del pool
-        pieces = split_runs(runs, self._inner_len)
-        if out.dtype == self.dtype:
-            self.read_pieces(pieces, out)
-            return
-        scratch = np.empty(_WIDEN_CHUNKS * self._inner_len, dtype=self.dtype)
-        fds: dict[int, int | None] = {}
-        try:
-            group: list[tuple[int, int, int, int]] = []
-            start = n = 0
-            for ci, a, b, o in pieces:
-                if n + b - a > scratch.shape[0]:
-                    self._read(group, scratch, fds)
-                    np.copyto(out[start : start + n], scratch[:n], casting="unsafe")
-                    group, start, n = [], o, 0
-                group.append((ci, a, b, n))
-                n += b - a
-            if group:
-                self._read(group, scratch, fds)
-                np.copyto(out[start : start + n], scratch[:n], casting="unsafe")
-        finally:
-            _close(fds)
-
-    def read_pieces(self, pieces: Iterable[tuple[int, int, int, int]], out: np.ndarray) -> None:
-        """Read ``pieces`` (inner chunk, start in it, stop in it, start in ``out``) into ``out`` (C-contiguous, of :attr:`dtype`).
+        block-sized buffer of stored integers, and the widening runs on the read's threads. With ``extremes``,
+        return ``out``'s smallest and largest value, read while ``out`` is still in cache (the gene index check).
 
         Raises
         ------
         OSError
             If a shard file is shorter than its index says (truncated), naming the file and chunk.
         """
+        del pool
         fds: dict[int, int | None] = {}  # open for this call only: a collection may have thousands of shard files
         try:
-            self._read(pieces, out, fds)
+            reads = self.reads(runs, fds)
+            if out.dtype == self.dtype:
+                self._read_into(reads, out, fds)
+            else:
+                self._read_widening(reads, out, fds)
         finally:
             _close(fds)
+        if not extremes or out.shape[0] == 0:
+            return None
+        return int(out.min()) if out.dtype.kind == "i" else 0, int(out.max())
 
-    def _read(self, pieces: Iterable[tuple[int, int, int, int]], out: np.ndarray, fds: dict[int, int | None]) -> None:
-        # pieces that continue each other in the file and in ``out`` (a run over consecutive inner chunks, which the
-        # writer lays out in chunk order) are read by one call
+    def _read_into(self, reads: tuple[list[int], ...], out: np.ndarray, fds: dict[int, int | None]) -> None:
         size = self.dtype.itemsize
-        chunk_bytes = self._inner_len * size
         view = memoryview(out.reshape(-1).view(np.uint8))
-        n_inner, tables = self._n_inner, self._tables
-        pend_fd, pend_file, pend_out, pend_n, pend_s = -1, 0, 0, 0, 0  # the read being extended
-        for ci, a, b, o in pieces:
-            s, c = divmod(ci, n_inner)
-            if s not in fds:
-                try:
-                    fds[s] = os.open(self._path(s), os.O_RDONLY)
-                except FileNotFoundError:  # a shard file never written: all fill value
-                    fds[s] = None
-            fd = fds[s]
-            if fd is None:
-                out[o : o + b - a] = self._fill
-                continue
-            table = tables.get(s)  # a plain dict read: no lock once the index is loaded
-            if table is None:
-                table = self._index(s, fd)
-            off, nbytes, file_size = table[c]
-            if off == _MISSING:
-                out[o : o + b - a] = self._fill
-                continue
-            if nbytes != chunk_bytes or off + nbytes > file_size:
-                msg = f"{self._path(s)}: inner chunk {c} is {nbytes} bytes at {off}, not {chunk_bytes} bytes inside the file"
-                raise OSError(msg)
-            at, dest, want = off + a * size, o * size, (b - a) * size
-            if fd == pend_fd and at == pend_file + pend_n and dest == pend_out + pend_n:
-                pend_n += want
-                continue
-            if pend_n:
-                self._pread(pend_fd, view, pend_out, pend_n, pend_file, pend_s)
-            pend_fd, pend_file, pend_out, pend_n, pend_s = fd, at, dest, want, s
-        if pend_n:
-            self._pread(pend_fd, view, pend_out, pend_n, pend_file, pend_s)
+        for fd, at, o, n in zip(*reads, strict=True):
+            if fd < 0:
+                out[o : o + n] = self._fill
+            else:
+                self._pread(fd, view, o * size, n * size, at, fds)
 
-    def _pread(self, fd: int, view: memoryview, dest: int, n: int, at: int, s: int) -> None:
+    def _read_widening(self, reads: tuple[list[int], ...], out: np.ndarray, fds: dict[int, int | None]) -> None:
+        # reads are packed into the scratch buffer one after the other (they are contiguous in `out` too), a read
+        # longer than the room left is cut, and the scratch is widened into `out` whenever it is full
+        size, room = self.dtype.itemsize, _WIDEN_CHUNKS * self._inner_len
+        scratch = np.empty(room, dtype=self.dtype)
+        view = memoryview(scratch.view(np.uint8))
+        start = used = 0  # `out` position of scratch[0], elements in the scratch
+        for fd, at, o, n in zip(*reads, strict=True):
+            if fd < 0:  # fill value straight into `out`, in its own dtype
+                np.copyto(out[start : start + used], scratch[:used], casting="unsafe")
+                out[o : o + n] = self._fill
+                start, used = o + n, 0
+                continue
+            pos = 0
+            while pos < n:
+                if used == room:
+                    np.copyto(out[start : start + used], scratch, casting="unsafe")
+                    start, used = start + used, 0
+                m = min(n - pos, room - used)
+                self._pread(fd, view, used * size, m * size, at + pos * size, fds)
+                used, pos = used + m, pos + m
+        np.copyto(out[start : start + used], scratch[:used], casting="unsafe")
+
+    def _pread(self, fd: int, view: memoryview, dest: int, n: int, at: int, fds: dict[int, int | None]) -> None:
         got = os.preadv(fd, [view[dest : dest + n]], at)
         if got != n:
+            s = next(k for k, v in fds.items() if v == fd)
             msg = f"{self._path(s)}: read {got} of {n} bytes at {at} (truncated file)"
             raise OSError(msg)
 
@@ -248,28 +300,48 @@ def _close(fds: dict[int, int | None]) -> None:
             os.close(fd)
 
 
-def read_raw_runs(jobs: Sequence[tuple[RawRuns, NDArray[np.int64], np.ndarray]], threads: int | None) -> None:
-    """Do ``jobs`` (reader, element runs, 1-D output) on up to ``threads`` threads (``None``: one per core).
+def read_raw_runs(
+    jobs: Sequence[tuple[Any, ...]],
+    threads: int | None,
+    *,
+    populate: Callable[[np.ndarray], None] | None = None,
+) -> tuple[int, int] | None:
+    """Do ``jobs`` on up to ``threads`` threads (``None``: one per core).
 
-    Each job is cut into parts of whole runs of about equal bytes (at least 1 MiB each), so the copies scale with
-    cores even when a block touches one or two shards; ``os.preadv`` releases the GIL. A part's error is raised
-    after every part has finished.
+    A job is ``(reader, element runs, 1-D output[, extremes[, fresh]])``. Each is cut into parts of whole runs of
+    about equal bytes (at least 1 MiB each), so the copies scale with cores even when a block touches one or two
+    shards; ``os.preadv`` releases the GIL. The output of a ``fresh`` job (a new buffer whose pages were not
+    faulted in yet) is handed to ``populate`` part by part, each in the thread that then fills it, so the kernel's
+    first touch is spread over the threads too. Returns the smallest and largest value read by the jobs that ask
+    for their ``extremes`` (``None`` if they read none): each part finds its own while its bytes are in cache, on
+    its own thread (:meth:`RawRuns.read`). A part's error is raised after every part has finished.
     """
     n = max(1, threads or os.cpu_count() or 1)
-    parts: list[tuple[RawRuns, NDArray[np.int64], np.ndarray]] = []
-    for reader, runs, out in jobs:
+    parts: list[tuple[RawRuns, NDArray[np.int64], np.ndarray, bool, bool]] = []
+    for reader, runs, out, *flags in jobs:
         if runs.shape[0] == 0:
             continue
+        extremes, fresh = (*(bool(f) for f in flags), False, False)[:2]
         ends = np.cumsum(runs[:, 1] - runs[:, 0])
         k = int(min(n, runs.shape[0], max(1, int(ends[-1]) * out.itemsize // _PART_BYTES)))
         cuts = [0, *np.searchsorted(ends, np.linspace(0, int(ends[-1]), k + 1)[1:-1], side="right").tolist()]
         for a, b in zip(cuts, [*cuts[1:], runs.shape[0]], strict=True):
             if a < b:
-                parts.append((reader, runs[a:b], out[(int(ends[a - 1]) if a else 0) : int(ends[b - 1])]))
+                part = out[(int(ends[a - 1]) if a else 0) : int(ends[b - 1])]
+                parts.append((reader, runs[a:b], part, extremes, fresh and populate is not None))
+
+    def do(reader: RawRuns, runs: NDArray[np.int64], out: np.ndarray, extremes: bool, fresh: bool) -> Any:
+        if fresh and populate is not None:
+            populate(out)
+        return reader.read(runs, out, extremes=True) if extremes else reader.read(runs, out)
+
     if n == 1 or len(parts) <= 1:
-        for reader, runs, out in parts:
-            reader.read(runs, out)
-        return
-    with ThreadPoolExecutor(min(n, len(parts)), thread_name_prefix="annshard-raw") as ex:
-        for future in [ex.submit(reader.read, runs, out) for reader, runs, out in parts]:
-            future.result()
+        found = [do(*part) for part in parts]
+    else:
+        with ThreadPoolExecutor(min(n, len(parts)), thread_name_prefix="annshard-raw") as ex:
+            futures = [ex.submit(do, *part) for part in parts]
+            found = [future.result() for future in futures]
+    got = [e for e in found if e is not None]
+    if not got:
+        return None
+    return min(lo for lo, _ in got), max(hi for _, hi in got)
