@@ -101,7 +101,7 @@ class RawRuns:
 
     Raw counts stored uncompressed (``fixedscaleoffset`` then ``bytes``, ``StorageSpec.counts_codec = "none"``)
     are read as the stored integers: :attr:`dtype` is then the stored type, and the caller widens them (as
-    :class:`~annshard._load._fetch.DirectRuns` does).
+    :class:`~annshard._load._direct.DirectRuns` does).
     """
 
     def __init__(self, directory: Path, dtype: np.dtype, shard_len: int, inner_len: int, fill: Any) -> None:
