@@ -113,6 +113,7 @@ class RawRuns:
         self._fill = fill
         self._tables: dict[int, tuple[NDArray[np.int64], NDArray[np.int64], int]] = {}
         self._lock = threading.Lock()
+        self._paths: dict[int, str] = {}
 
     @classmethod
     def create(cls, array: zarr.Array) -> RawRuns | None:
@@ -164,8 +165,11 @@ class RawRuns:
 
     def _open(self, s: int, fds: dict[int, int | None]) -> int | None:
         if s not in fds:
+            path = self._paths.get(s)
+            if path is None:  # a str, built once: pathlib's joins cost more than the open itself
+                path = self._paths[s] = str(self._path(s))
             try:
-                fds[s] = os.open(self._path(s), os.O_RDONLY)
+                fds[s] = os.open(path, os.O_RDONLY)
             except FileNotFoundError:  # a shard file never written: all fill value
                 fds[s] = None
         return fds[s]
