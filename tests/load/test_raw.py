@@ -111,9 +111,9 @@ def test_a_large_read_is_cut_over_threads_with_the_same_result(tmp_path):
     names: set[str] = set()
 
     class Watched(RawRuns):
-        def read(self, runs, out, pool=None):
+        def read_part(self, part):  # what each part's thread runs (planned for the whole block beforehand)
             names.add(threading.current_thread().name)
-            super().read(runs, out, pool)
+            return super().read_part(part)
 
     raw = RawRuns.create(zarr.open_array(tmp_path / "a.zarr", mode="r"))
     assert raw is not None

@@ -168,3 +168,42 @@ def test_loader_checks_gene_indices_read_raw(tmp_path):
     with pytest.raises(CorruptShardError, match="a stored gene index is 999, outside the collection's 40 genes"):
         for _ in annshard.Loader(coll.path, batch_size=64, chunk_size=10, read_threads=2):
             pass
+
+
+def test_a_blocks_jobs_planned_together_read_what_each_alone_reads(tmp_path, monkeypatch):
+    # several arrays of other dtypes and chunkings in one call, cut into many small parts (touching runs at part
+    # borders), widening and extremes among them: the same bytes as reading each job by itself
+    import annshard._store._raw_plan as plan
+
+    monkeypatch.setattr(plan, "PART_BYTES", 64)
+    rng = np.random.default_rng(11)
+    specs = [
+        (np.uint16, 10, 200, None),
+        (np.float32, 7, 70, "uint8"),
+        (np.int32, 16, 64, None),
+        (np.uint8, 5, 50, None),
+    ]
+    arrays = []
+    for i, (dtype, chunks, shards, stored) in enumerate(specs):
+        n = 1_500
+        values = (rng.integers(0, 200, size=n) + (1 if stored else 0)).astype(dtype)
+        (tmp_path / str(i)).mkdir()
+        arrays.append((_array(tmp_path / str(i), values, chunks=chunks, shards=shards, stored=stored), values))
+    for trial in range(10):
+        jobs, wants = [], []
+        for raw, values in arrays:
+            runs = _random_runs(rng, values.shape[0], int(rng.integers(1, 40)), int(rng.integers(2, 200)))
+            if trial == 0:
+                runs = np.concatenate([runs, runs[-1:] * 0 + values.shape[0]])  # an empty run at the end
+            want = np.concatenate([values[a:b] for a, b in runs.tolist()])
+            jobs.append((raw, runs, np.full(want.shape[0], 99, dtype=values.dtype), raw.dtype.kind != "f", False))
+            wants.append(want)
+        for threads in (1, 4):
+            got = read_raw_runs(jobs, threads)
+            for (_, _, out, _, _), want in zip(jobs, wants, strict=True):
+                np.testing.assert_array_equal(out, want, err_msg=f"trial {trial}, {threads} threads")
+            flagged = np.concatenate([w.astype(np.int64) for (_, _, _, e, _), w in zip(jobs, wants, strict=True) if e])
+            lo = min(
+                0 if w.dtype.kind == "u" else int(w.min()) for (_, _, _, e, _), w in zip(jobs, wants, strict=True) if e
+            )
+            assert got == (lo, int(flagged.max()))
