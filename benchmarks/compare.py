@@ -231,8 +231,10 @@ def stage_cpu(run: dict[str, Any]) -> dict[str, float]:
         # the read thread and the next epoch's read-ahead (one thread each)
         "A_read": (py.pop("annshard-read", 0.0) + py.pop("annshard-read-next", 0.0)) * per_1k,
         "A_decode": t["native_s"] * per_1k,
-        # os.preadv reads and counts' widening of uncompressed arrays, on read_threads threads (_store/_raw.py);
-        # with read_threads=1 (the default on 2 cores) they run in the read thread itself and count there
+        # the parts of a block's raw reads (_store/_raw.py), on read_threads threads: os.preadv of uncompressed
+        # arrays, counts' widening, the gene index check, the first touch of fresh block buffers; the read thread
+        # only plans them (numpy, _store/_raw_plan.py) and waits. With read_threads=1 (the default on 2 cores)
+        # the parts run in the read thread itself and count there
         "A_raw": sum(py.pop(n) for n in [n for n in py if n.startswith("annshard-raw")]) * per_1k,
         # stage B's thread and its helpers (annshard-gather_<i>, gather_threads(read_threads) - 1 of them)
         "B_gather": sum(py.pop(n) for n in [n for n in py if n.startswith("annshard-gather")]) * per_1k,
@@ -270,7 +272,8 @@ def ceilings(st: dict[str, float], cores: int) -> dict[str, float]:
 CEILING_ASSUMPTIONS = (
     "ceilings assume: the read thread and the consumer are one thread each (<= 1 core each); stage B's gather "
     "runs on gather_threads(read_threads) threads (2 per 5 decode threads); "
-    "zarrs' decode and the raw reads (annshard-raw threads) scale with read_threads = N-1 cores; within stage A "
+    "zarrs' decode and the raw reads (annshard-raw threads: reads, widening, gene index check, first touch of "
+    "fresh block buffers) scale with read_threads = N-1 cores; within stage A "
     "the read thread waits while its block decodes, so A caps at 1 / (read + (decode + raw) / (N-1)); with "
     "read_threads=1 (the default on 2 cores) the raw reads run in the read thread and count as its own; the process as a whole at N cores / all CPU per cell; "
     "the pipeline at the lowest of these. Figures: cells/s."
