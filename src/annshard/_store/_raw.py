@@ -88,7 +88,7 @@ class RawRuns:
         self._inner_len = inner_len
         self._n_inner = shard_len // inner_len
         self._fill = fill
-        self._tables: dict[int, tuple[NDArray[np.int64], NDArray[np.int64], int]] = {}
+        self._tables: dict[int, tuple[NDArray[np.int64], NDArray[np.int64], int] | None] = {}
         self._lock = threading.Lock()
         self._paths: dict[int, str] = {}
 
@@ -126,16 +126,26 @@ class RawRuns:
         directory = array.store.root / array.path if array.path else array.store.root
         return cls(directory, dtype.newbyteorder("<"), shard_len, inner_len, d.get("fill_value") or 0)
 
-    def index(self, s: int, fd: int) -> tuple[NDArray[np.int64], NDArray[np.int64], int]:
-        """Return the inner-chunk index of shard file ``s`` open as ``fd``: offsets, sizes (``-1``: never written), file size; read once."""
-        table = self._tables.get(s)  # a plain dict read: no lock once the index is loaded
-        if table is not None:
-            return table
+    def table(self, s: int) -> tuple[NDArray[np.int64], NDArray[np.int64], int] | None:
+        """Return shard file ``s``'s inner-chunk index: offsets, sizes (``-1``: never written), file size; read once.
+
+        ``None``: the file was never written (all fill value).
+        """
+        if s in self._tables:  # a plain dict read: no lock once the index is loaded
+            return self._tables[s]
         with self._lock:
             if s not in self._tables:
-                size = os.fstat(fd).st_size
-                n = self._n_inner * 16 + 4
-                raw = os.pread(fd, n, size - n) if size >= n else b""
+                try:
+                    fd = os.open(self._file(s), os.O_RDONLY)
+                except FileNotFoundError:  # a shard file never written: all fill value
+                    self._tables[s] = None
+                    return None
+                try:
+                    size = os.fstat(fd).st_size
+                    n = self._n_inner * 16 + 4
+                    raw = os.pread(fd, n, size - n) if size >= n else b""
+                finally:
+                    os.close(fd)
                 table = parse_shard_index(raw, self._n_inner, crc=True, where=str(self.path(s))).view(np.int64)
                 self._tables[s] = (table[:, 0].copy(), table[:, 1].copy(), size)  # 2**64 - 1 reads as -1
             return self._tables[s]
@@ -144,17 +154,11 @@ class RawRuns:
         """Return shard file ``s``'s path."""
         return self._dir / "c" / str(s)
 
-    def open(self, s: int, fds: dict[int, int | None]) -> int | None:
-        """Return shard file ``s`` open for reading (``None``: never written), opened once into ``fds``."""
-        if s not in fds:
-            path = self._paths.get(s)
-            if path is None:  # a str, built once: pathlib's joins cost more than the open itself
-                path = self._paths[s] = str(self.path(s))
-            try:
-                fds[s] = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:  # a shard file never written: all fill value
-                fds[s] = None
-        return fds[s]
+    def _file(self, s: int) -> str:
+        path = self._paths.get(s)
+        if path is None:  # a str, built once: pathlib's joins cost more than the open itself
+            path = self._paths[s] = str(self.path(s))
+        return path
 
     @property
     def inner_len(self) -> int:
@@ -190,32 +194,37 @@ class RawRuns:
         The extremes are read while the part is still in cache (the gene index check).
         """
         out = part.out
-        if out.dtype == self.dtype:
-            self._read_into(part)
-        else:
-            self._read_widening(part)
+        fds: dict[int, int] = {}  # open for this part only: a collection may have thousands of shard files
+        try:
+            if out.dtype == self.dtype:
+                self._read_into(part, fds)
+            else:
+                self._read_widening(part, fds)
+        finally:
+            for fd in fds.values():
+                os.close(fd)
         if not part.extremes or out.shape[0] == 0:
             return None
         return int(out.min()) if out.dtype.kind == "i" else 0, int(out.max())
 
-    def _read_into(self, part: Part) -> None:
+    def _read_into(self, part: Part, fds: dict[int, int]) -> None:
         size, out = self.dtype.itemsize, part.out
         view = memoryview(out.reshape(-1).view(np.uint8))
-        for fd, at, o, n in zip(part.fd, part.at, part.dest, part.n, strict=True):
-            if fd < 0:
+        for f, at, o, n in zip(part.file, part.at, part.dest, part.n, strict=True):
+            if f < 0:
                 out[o : o + n] = self._fill
             else:
-                self._pread(fd, view, o * size, n * size, at, part.fds)
+                self._pread(f, fds, view, o * size, n * size, at)
 
-    def _read_widening(self, part: Part) -> None:
+    def _read_widening(self, part: Part, fds: dict[int, int]) -> None:
         # reads are packed into the scratch buffer one after the other (they are contiguous in `out` too), a read
         # longer than the room left is cut, and the scratch is widened into `out` whenever it is full
         size, room, out = self.dtype.itemsize, _WIDEN_CHUNKS * self._inner_len, part.out
         scratch = np.empty(room, dtype=self.dtype)
         view = memoryview(scratch.view(np.uint8))
         start = used = 0  # `out` position of scratch[0], elements in the scratch
-        for fd, at, o, n in zip(part.fd, part.at, part.dest, part.n, strict=True):
-            if fd < 0:  # fill value straight into `out`, in its own dtype
+        for f, at, o, n in zip(part.file, part.at, part.dest, part.n, strict=True):
+            if f < 0:  # fill value straight into `out`, in its own dtype
                 np.copyto(out[start : start + used], scratch[:used], casting="unsafe")
                 out[o : o + n] = self._fill
                 start, used = o + n, 0
@@ -226,22 +235,18 @@ class RawRuns:
                     np.copyto(out[start : start + used], scratch, casting="unsafe")
                     start, used = start + used, 0
                 m = min(n - pos, room - used)
-                self._pread(fd, view, used * size, m * size, at + pos * size, part.fds)
+                self._pread(f, fds, view, used * size, m * size, at + pos * size)
                 used, pos = used + m, pos + m
         np.copyto(out[start : start + used], scratch[:used], casting="unsafe")
 
-    def _pread(self, fd: int, view: memoryview, dest: int, n: int, at: int, fds: dict[int, int | None]) -> None:
+    def _pread(self, s: int, fds: dict[int, int], view: memoryview, dest: int, n: int, at: int) -> None:
+        fd = fds.get(s)
+        if fd is None:
+            fd = fds[s] = os.open(self._file(s), os.O_RDONLY)
         got = os.preadv(fd, [view[dest : dest + n]], at)
         if got != n:
-            s = next(k for k, v in fds.items() if v == fd)
             msg = f"{self.path(s)}: read {got} of {n} bytes at {at} (truncated file)"
             raise OSError(msg)
-
-
-def _close(fds: dict[int, int | None]) -> None:
-    for fd in fds.values():
-        if fd is not None:
-            os.close(fd)
 
 
 def read_raw_runs(
@@ -263,24 +268,19 @@ def read_raw_runs(
     """
     n = max(1, threads or os.cpu_count() or 1)
     full = [(job[0], job[1], job[2], *(bool(f) for f in job[3:]), False, False)[:5] for job in jobs]
-    fds: list[dict[int, int | None]] = []
-    try:
-        parts = plan_parts(full, n, fds)
+    parts = plan_parts(full, n)
 
-        def do(part: Part) -> tuple[int, int] | None:
-            if part.fresh and populate is not None:
-                populate(part.out)
-            return part.reader.read_part(part)
+    def do(part: Part) -> tuple[int, int] | None:
+        if part.fresh and populate is not None:
+            populate(part.out)
+        return part.reader.read_part(part)
 
-        if n == 1 or len(parts) <= 1:
-            found = [do(part) for part in parts]
-        else:
-            with ThreadPoolExecutor(min(n, len(parts)), thread_name_prefix="annshard-raw") as ex:
-                futures = [ex.submit(do, part) for part in parts]
-                found = [future.result() for future in futures]
-    finally:
-        for opened in fds:
-            _close(opened)
+    if n == 1 or len(parts) <= 1:
+        found = [do(part) for part in parts]
+    else:
+        with ThreadPoolExecutor(min(n, len(parts)), thread_name_prefix="annshard-raw") as ex:
+            futures = [ex.submit(do, part) for part in parts]
+            found = [future.result() for future in futures]
     got = [e for e in found if e is not None]
     if not got:
         return None

@@ -59,39 +59,32 @@ def run_pieces(runs: NDArray[np.int64], chunk: int) -> NDArray[np.int64]:
 class Part:
     """One thread's share of a block's raw reads: whole runs of one job, as reads into ``out``.
 
-    ``fd``, ``at``, ``dest``, ``n``: per read, the file descriptor (``-1``: fill value, nothing stored), the byte
-    offset in the file, the start in ``out`` and the number of elements. ``fds`` maps the job's shard files to
-    their descriptors (to name a file in an error).
+    ``file``, ``at``, ``dest``, ``n``: per read, the shard file (``-1``: fill value, nothing stored), the byte
+    offset in it, the start in ``out`` and the number of elements. The part's thread opens the files it reads.
     """
 
     reader: Any
     out: np.ndarray
-    fd: list[int]
+    file: list[int]
     at: list[int]
     dest: list[int]
     n: list[int]
     extremes: bool
     fresh: bool
-    fds: dict[int, int | None]
 
 
-def plan_parts(
-    jobs: Sequence[tuple[Any, NDArray[np.int64], np.ndarray, bool, bool]],
-    threads: int,
-    fds: list[dict[int, int | None]],
-) -> list[Part]:
+def plan_parts(jobs: Sequence[tuple[Any, NDArray[np.int64], np.ndarray, bool, bool]], threads: int) -> list[Part]:
     """Plan ``jobs`` (reader, element runs, 1-D output, extremes, fresh) as parts of about equal bytes.
 
     Each job is cut into up to ``threads`` parts of whole runs (each at least :data:`PART_BYTES`), in order.
-    Files are opened here into ``fds`` (one dict per job, shard file -> descriptor or ``None``, filled here;
-    each part's :attr:`Part.fds`); the caller closes them, also when this raises.
+    Only the shard indexes are read here (each once per reader, :meth:`~annshard._store._raw.RawRuns.table`);
+    the parts' threads open the files they read.
 
     Raises
     ------
     OSError
         If an inner chunk is not a whole chunk inside its file (a truncated file), naming the file and chunk.
     """
-    fds[:] = [{} for _ in jobs]
     n_jobs = len(jobs)
     if n_jobs == 0:
         return []
@@ -131,15 +124,13 @@ def plan_parts(
     at_entry = 0
     for key in keys.tolist():  # the shard files this block touches
         j, s = divmod(key, _FILE_KEY)
-        fd = readers[j].open(s, fds[j])
-        if fd is None:  # never written: every chunk reads as missing
+        table = readers[j].table(s)
+        if table is None:  # never written: every chunk reads as missing
             table = (np.full(int(n_inner[j]), -1, dtype=np.int64),) * 2 + (0,)
-        else:
-            table = readers[j].index(s, fd)
         offsets.append(table[0])
         nbytes.append(table[1])
         sizes.append(table[2])
-        files.append(-1 if fd is None else fd)
+        files.append(s)
         base.append(at_entry)
         at_entry += table[0].shape[0]
     entry = np.array(base, dtype=np.int64)[which] + inner
@@ -154,7 +145,7 @@ def plan_parts(
         path = readers[int(job[i])].path(int(shard[i]))
         msg = f"{path}: inner chunk {int(inner[i])} is {int(nb[i])} bytes at {int(off[i])}, not {int(chunk_bytes[i])} bytes inside the file"
         raise OSError(msg)
-    fd = np.where(written, np.array(files, dtype=np.int64)[which], -1)
+    fd = np.where(written, np.array(files, dtype=np.int64)[which], -1)  # the file, -1: fill value
     at = off + a * item
     lens = b - a
     part = run_part[owner]
@@ -177,5 +168,5 @@ def plan_parts(
         d0 = dest_l[lo]
         out = jobs[j][2][d0 : dest_l[hi - 1] + n_l[hi - 1]]
         rel = [d - d0 for d in dest_l[lo:hi]]
-        parts.append(Part(readers[j], out, fd_l[lo:hi], at_l[lo:hi], rel, n_l[lo:hi], jobs[j][3], jobs[j][4], fds[j]))
+        parts.append(Part(readers[j], out, fd_l[lo:hi], at_l[lo:hi], rel, n_l[lo:hi], jobs[j][3], jobs[j][4]))
     return parts
