@@ -3,9 +3,10 @@
 For a block, the loader knows every chunk ``(shard, start, stop)`` it needs. Each shard's ``indptr`` is held in
 memory (read once, ``int64``), so a chunk's rows map to one element range of ``X/data`` and ``X/indices``. All
 ranges of all shards of a block are read at once, into one preallocated buffer per array: by zarrs' Rust pipeline
-(:class:`~annshard._load._direct.DirectRuns`, or zarr's with a :class:`~annshard._load._direct.RunsIndexer`), outside the GIL, which lets a background thread
-overlap reading with the consumer's work; uncompressed local arrays by ``os.preadv``
-(:class:`~annshard._store._raw.RawRuns`); arrays in an object store by annshard's own remote reader
+(:class:`~annshard._load._direct.DirectRuns`, or zarr's with a :class:`~annshard._load._direct.RunsIndexer`),
+outside the GIL, which lets a background thread overlap reading with the consumer's work; uncompressed local
+arrays by ``os.preadv`` (:class:`~annshard._store._raw.RawRuns`, planned for the whole block by numpy and read
+on ``read_threads`` threads, which also check the gene indices they read); arrays in an object store by annshard's own remote reader
 (:class:`~annshard._store._remote_read.RemoteRuns`). Adjacent chunks are merged into one range first.
 
 The block comes back in *read order* with every row's global index; :mod:`annshard._load._assemble` permutes it.
