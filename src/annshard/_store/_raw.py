@@ -11,6 +11,10 @@ zarr v3, the ``sharding_indexed`` codec with ``bytes`` (little-endian) as its on
 the end (``bytes`` + ``crc32c``), the default chunk key encoding, on a :class:`zarr.storage.LocalStore`;
 :meth:`RawRuns.create` returns ``None`` for anything else, and the caller reads through zarrs. Every file it
 opens is a chunk key of the array, inside the array's directory.
+
+A block's reads are planned all at once by numpy (:mod:`annshard._store._raw_plan`) and done in parts on
+``read_threads`` threads (:func:`read_raw_runs`); each part (:meth:`RawRuns.read_part`) opens the files it reads,
+faults in its range of a fresh output buffer and, for gene indices, finds their extremes while they are in cache.
 """
 
 from __future__ import annotations
