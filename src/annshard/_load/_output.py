@@ -9,7 +9,8 @@ on the CPU: the transfer stays sparse. (By default ``device="cuda"`` gathers on
 the device instead: :mod:`annshard._load._device`.)
 
 obs columns are held in memory (:class:`ObsTable`): the requested columns of
-every shard are read once, when the loader is built (the shards concurrently): categorical columns
+every shard are read once, when the loader is built (the shards concurrently, in a thread while the
+loader reads its first block, :mod:`._start`): categorical columns
 become integer codes into one category list (the manifest's shared list; over
 several collections, their union in order of first appearance), numeric
 columns stay arrays. A batch's obs is then one gather by the batch's global
