@@ -25,7 +25,6 @@ from ._cursor import EpochCursor
 from ._device import DeviceBatchMaker, ProcessOps, device_batches, uses_device_gather
 from ._output import OUTPUTS, BatchMaker, ObsTable, Output
 from ._pipeline import ProcessReader, gathered_batches
-from ._start import fills_at_start, start_first_block
 from ._union import CollectionUnion
 from ._world import World
 
@@ -172,6 +171,7 @@ class Loader:
         World.detect(rank=rank, world_size=world_size)  # validate early
         self.n_vars, self._n_obs = union.n_vars, union.n_obs  # genes; rows of each shard
         self.obs_columns = tuple(obs_columns or ())
+        self._obs = ObsTable(self.collections, self.obs_columns)
         self.layers = _names("layers", layers)
         self.obsm = _names("obsm", obsm)
         self._extras = tuple(f"layers/{k}" for k in self.layers) + tuple(f"obsm/{k}" for k in self.obsm)
@@ -180,12 +180,9 @@ class Loader:
         element = "X" if layer is None else f"layers/{layer}"
         self._reader = ProcessReader(union.shards, element=element, threads=self.read_threads, extras=self._extras)
         union.check_layer(layer)
-        chosen = get_sampler(sampler)  # an unknown sampler raises before any background read starts
-        self._obs = ObsTable(self.collections, self.obs_columns, background=True)  # joined by _start
-        self.sampler = chosen.bind(SamplerContext(n_obs=self._n_obs, obs=self._obs.column))
+        self.sampler = get_sampler(sampler).bind(SamplerContext(n_obs=self._n_obs, obs=self._obs.column))
         self._make = BatchMaker(self._obs, self.obs_columns, self.layers, self.obsm, self._extra_cols, self.n_vars)
         self._cursor = EpochCursor(self.seed)  # the next iteration starts at (epoch, position)
-        _start(self)  # the first block is read while the obs columns are
         _register_with_torch()
 
     # -- public properties ----------------------------------------------------------------------
@@ -293,24 +290,6 @@ class Loader:
             "Loader was created: import torch first so the Loader registers as an IterableDataset"
         )
         raise TypeError(msg)
-
-
-def _start(loader: Loader) -> None:
-    """Start reading the first epoch's first block (:mod:`._start`), then wait for the obs columns' reads."""
-    try:
-        if fills_at_start(loader.collections, loader._ops is not None):
-            world = loader.world()
-            epoch, position = loader._cursor.start(_worker(world), peek=True)
-            if position == 0:
-                rows = loader.chunk_size * loader.preload_nchunks
-                kw = {"rows_per_block": rows, "batch_size": loader.batch_size, "seed": loader.seed}
-                start_first_block(
-                    loader._reader, loader.stream, world=world, epoch=epoch, shuffle=loader.sampler.shuffle_blocks, **kw
-                )
-        loader._obs.wait()
-    except BaseException:
-        loader._reader.drop()  # a loader that failed to build reads nothing more
-        raise
 
 
 def _positive(name: str, value: Any) -> int:

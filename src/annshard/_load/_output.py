@@ -9,8 +9,7 @@ on the CPU: the transfer stays sparse. (By default ``device="cuda"`` gathers on
 the device instead: :mod:`annshard._load._device`.)
 
 obs columns are held in memory (:class:`ObsTable`): the requested columns of
-every shard are read once, when the loader is built (the shards concurrently, in a thread while the
-loader reads its first block, :mod:`._start`): categorical columns
+every shard are read once, when the loader is built (the shards concurrently): categorical columns
 become integer codes into one category list (the manifest's shared list; over
 several collections, their union in order of first appearance), numeric
 columns stay arrays. A batch's obs is then one gather by the batch's global
@@ -20,7 +19,6 @@ Every torch and cupy import here is lazy.
 
 from __future__ import annotations
 
-import threading
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -141,69 +139,13 @@ def _available(coll: Collection) -> list[str]:
 
 
 class ObsTable:
-    """Global obs columns of one or more collections, read on demand and kept in memory.
+    """Global obs columns of one or more collections, read on demand and kept in memory."""
 
-    Parameters
-    ----------
-    collections
-        The collections, in order.
-    names
-        Columns to read now. Whether each is in every collection is checked here (from the
-        manifests: :class:`KeyError` at once); with ``background=True`` the values are then read
-        in a thread (``annshard-obs``) while the caller goes on, and :meth:`wait` (or any method
-        that needs them) joins it and raises its error.
-    background
-        Read ``names`` in a thread.
-
-    Raises
-    ------
-    KeyError
-        If a column is not in a collection; the message lists the available ones.
-    """
-
-    def __init__(
-        self, collections: Sequence[Collection], names: Sequence[str] = (), *, background: bool = False
-    ) -> None:
+    def __init__(self, collections: Sequence[Collection], names: Sequence[str] = ()) -> None:
         self.collections = list(collections)
         self._values: dict[str, np.ndarray] = {}
         self._cats: dict[str, tuple[Any, ...]] = {}
-        self._lock = threading.RLock()  # a sampler's column may be read by the read-ahead thread meanwhile
-        self._pending: tuple[threading.Thread, list[BaseException]] | None = None
-        self._check(names)
-        if not background or not names:
-            self.load(names)
-            return
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                self.load(names)
-            except BaseException as e:  # noqa: BLE001 - handed to wait(), re-raised there
-                errors.append(e)
-
-        thread = threading.Thread(target=run, name="annshard-obs", daemon=True)
-        self._pending = (thread, errors)
-        thread.start()
-
-    def wait(self) -> None:
-        """Wait for the columns being read in the background, if any; re-raise the error of their read."""
-        pending, self._pending = self._pending, None
-        if pending is None:
-            return
-        thread, errors = pending
-        thread.join()
-        if errors:
-            raise errors[0]
-
-    def _check(self, names: Sequence[str]) -> None:
-        for name in names:
-            if name in self._values:
-                continue
-            for coll in self.collections:
-                available = _available(coll)
-                if name not in available:
-                    msg = f"obs column {name!r} is not in collection {coll.path}; available columns: {', '.join(available)}"
-                    raise KeyError(msg)
+        self.load(names)
 
     def load(self, names: Sequence[str]) -> None:
         """Read ``names`` from every shard (a no-op for columns already read).
@@ -213,11 +155,15 @@ class ObsTable:
         KeyError
             If a column is not in a collection; the message lists the available ones.
         """
-        with self._lock:
-            self._check(names)
-            for name in names:
-                if name not in self._values:
-                    self._read(name)
+        for name in names:
+            if name in self._values:
+                continue
+            for coll in self.collections:
+                available = _available(coll)
+                if name not in available:
+                    msg = f"obs column {name!r} is not in collection {coll.path}; available columns: {', '.join(available)}"
+                    raise KeyError(msg)
+            self._read(name)
 
     def _read(self, name: str) -> None:
         parts: list[Any] = []
@@ -263,30 +209,16 @@ class ObsTable:
 
     def column(self, name: str) -> np.ndarray:
         """Return the global column ``name`` (read if needed)."""
-        if name not in self._values:
-            self.load([name])  # waits for a background read of it (the lock)
+        self.load([name])
         return self._values[name]
 
     def categories(self, names: Sequence[str]) -> dict[str, tuple[Any, ...]]:
         """Category labels of the categorical columns among ``names``."""
-        self.wait()
         return {n: self._cats[n] for n in names if n in self._cats}
 
     def take(self, names: Sequence[str], index: np.ndarray) -> dict[str, np.ndarray]:
         """Each column's values at global rows ``index``."""
-        if self._pending is not None:
-            self.wait()
         return {n: self._values[n][index] for n in names}
-
-    def __getstate__(self) -> dict[str, Any]:
-        self.wait()
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.RLock()
 
 
 @dataclass(frozen=True)
