@@ -120,7 +120,7 @@ def test_gather_env_switch(monkeypatch):
     monkeypatch.setenv(_kernel.GATHER_ENV, "numpy")
     assert _kernel.fused_kernel(*key) is None
     monkeypatch.setenv(_kernel.GATHER_ENV, "fast please")
-    with pytest.raises(ValueError, match=r"ANNSHARD_GATHER='fast please' is not one of auto, numba, scipy, numpy"):
+    with pytest.raises(ValueError, match=r"ANNSHARD_GATHER='fast please' is not one of auto, aot, numba, scipy, numpy"):
         _kernel.fused_kernel(*key)
     monkeypatch.delenv(_kernel.GATHER_ENV)
     assert _kernel.gather_mode() == "auto"

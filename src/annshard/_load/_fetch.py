@@ -34,6 +34,7 @@ from annshard._compat import (
 )
 from annshard._config import zarr_config
 from annshard._errors import CorruptShardError
+from annshard._kernel import fused_kernel
 from annshard._store._raw import RawRuns, read_raw_runs, split_runs
 from annshard._store._remote_read import RemoteRuns, read_remote_runs
 from annshard._store._shard import open_shard_arrays
@@ -208,6 +209,9 @@ class Block:
     extras
         The same rows of the layers and obsm arrays read with ``X``, by element
         (``"layers/counts"``), each as a block of its own (its ``index`` is this block's).
+    dtype
+        The values' dtype in batches, when ``data`` holds them narrower (raw counts as stored, ``uint8`` /
+        ``uint16``, widened by the batch gather: :meth:`BlockReader.read` with ``narrow``); ``None``: ``data``'s.
     """
 
     index: NDArray[np.int64]
@@ -215,6 +219,12 @@ class Block:
     data: np.ndarray
     indices: np.ndarray | None
     extras: dict[str, Block] = field(default_factory=dict)
+    dtype: np.dtype | None = None
+
+    @property
+    def values_dtype(self) -> np.dtype:
+        """The values' dtype in batches (:attr:`dtype`, else ``data``'s)."""
+        return self.data.dtype if self.dtype is None else self.dtype
 
     @property
     def n_rows(self) -> int:
@@ -289,11 +299,14 @@ class BlockReader:
                     self._indptr[key] = indptr
             return self._arrays[key]
 
-    def read(self, chunks: NDArray[np.int64], pool: BufferPool | None = None) -> Block:
+    def read(self, chunks: NDArray[np.int64], pool: BufferPool | None = None, *, narrow: bool = False) -> Block:
         """Read ``chunks`` (``(n, 3)`` of shard, start, stop), in :func:`read_order`.
 
         The block's values and gene indices are decoded into arrays from ``pool``
-        (recycled buffers) when one is given.
+        (recycled buffers) when one is given. With ``narrow`` (the host's batch gather,
+        :func:`~annshard._load._assemble.gather_rows`), raw counts stay as stored
+        (``uint8``/``uint16``, :attr:`Block.dtype` says what they become) when the fused
+        kernel that widens them as it gathers is ready (:func:`~annshard._kernel.fused_kernel`).
 
         Raises
         ------
@@ -320,7 +333,9 @@ class BlockReader:
                 blocks.append(self._plan_dense(chunks, shard_ids, arrs, index, element, jobs, direct))
             else:
                 blocks.append(
-                    self._plan_csr(chunks, shard_ids, arrs, index, local, bounds, pool, element, jobs, direct, widen)
+                    self._plan_csr(
+                        chunks, shard_ids, arrs, index, local, bounds, pool, element, jobs, direct, widen, narrow
+                    )
                 )
         self._run(jobs, chunks, shard_ids, direct, pool)
         for narrow, wide in widen:
@@ -356,6 +371,7 @@ class BlockReader:
         jobs: list[Any],
         direct: list[tuple[_Runs, NDArray[np.int64], np.ndarray]],
         widen: list[tuple[np.ndarray, np.ndarray]],
+        narrow: bool,
     ) -> Block:
         """Allocate a CSR element's block and add its reads to ``jobs`` / ``direct`` (stored counts: and ``widen``)."""
         lens_parts, elem_runs = [], []
@@ -370,7 +386,23 @@ class BlockReader:
         np.cumsum(row_nnz, out=indptr[1:])
         nnz = int(indptr[-1])
         empty = np.empty if pool is None else pool.empty
-        data = empty(nnz, dtype=arrs[0].data.dtype)
+        value_dtype = np.dtype(arrs[0].data.dtype)
+        stored = self._stored_dtype(shard_ids, element, value_dtype, arrs[0].indices.dtype) if narrow else None
+        if stored is not None:  # raw counts kept as stored: the batch gather widens them (one pass, not two)
+            data = empty(nnz, dtype=stored)
+            indices = empty(nnz, dtype=arrs[0].indices.dtype)
+            pos = 0
+            for s, a, er in zip(shard_ids.tolist(), arrs, elem_runs, strict=True):
+                k = int((er[:, 1] - er[:, 0]).sum())
+                dd, di = self._direct[(s, element)]
+                direct.append((dd, er, data[pos : pos + k]))
+                if di is not None:
+                    direct.append((di, er, indices[pos : pos + k]))
+                else:
+                    jobs.append(_read_runs(a.indices, er, indices[pos : pos + k]))
+                pos += k
+            return Block(index=index, indptr=indptr, data=data, indices=indices, dtype=value_dtype)
+        data = empty(nnz, dtype=value_dtype)
         indices = empty(nnz, dtype=arrs[0].indices.dtype)
         counts: dict[
             np.dtype, np.ndarray
@@ -392,6 +424,25 @@ class BlockReader:
                     jobs.append(_read_runs(arr, er, out))
             pos += k
         return Block(index=index, indptr=indptr, data=data, indices=indices)
+
+    def _stored_dtype(
+        self, shard_ids: np.ndarray, element: str, value_dtype: np.dtype, indices_dtype: np.dtype
+    ) -> np.dtype | None:
+        """Return the stored counts' dtype to keep in the block, or ``None`` (the block holds ``value_dtype``).
+
+        Only when every shard's values are read as stored unsigned integers of one dtype and the fused kernel that
+        widens them to ``value_dtype`` as it gathers is ready.
+        """
+        stored = set()
+        for s in shard_ids.tolist():
+            dd = self._direct[(s, element)][0]
+            if not isinstance(dd, DirectRuns | RawRuns) or dd.dtype == value_dtype or dd.dtype.kind != "u":
+                return None
+            stored.add(dd.dtype)
+        if len(stored) != 1:
+            return None
+        (dtype,) = stored
+        return dtype if fused_kernel(indices_dtype, dtype, np.dtype(np.int32), value_dtype) is not None else None
 
     def _plan_dense(
         self,
