@@ -51,11 +51,14 @@ if TYPE_CHECKING:
 __all__ = ["AUTO_AFTER_VALUES", "GATHER_ENV", "fused_kernel", "gather_mode", "note_gathered"]
 
 GATHER_ENV = "ANNSHARD_GATHER"
-AUTO_AFTER_VALUES = 2_000_000_000
-"""Values gathered on the scipy path before ``auto`` compiles the kernel (~1.3 M cells of 1,500 values).
+AUTO_AFTER_VALUES = 1_000_000_000
+"""Values gathered on the scipy path before ``auto`` jit-compiles the kernel (~650k cells of 1,500 values).
 
-A quarter of it when numba is already imported (anndata imports it when dask and pydata-sparse are
-installed): then loading the kernel costs ~0.35 s of CPU, not ~1.2 s.
+Its fixed cost's worth: ~1.2 s of CPU (import numba, load the kernel from numba's cache) over the ~1.2 ns per value
+the kernel saves once blocks keep raw counts as stored (round 5: the gather's pass and the read threads' widening;
+~0.6 ns on values stored as floats). A quarter of it when numba is already imported (anndata imports it when
+dask and pydata-sparse are installed): then loading the kernel costs ~0.3 s. Not used when the ahead-of-time
+module (:mod:`annshard._kernel_aot`) is built: it costs nothing to load.
 """
 _MODES = ("auto", "aot", "numba", "scipy", "numpy")
 _IN_DATA = frozenset("float32 float64 uint8 uint16 uint32 int8 int16 int32".split())
