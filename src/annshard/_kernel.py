@@ -115,8 +115,8 @@ def fused_kernel(
         return kernel
     if mode == "aot" or (mode == "auto" and key in _AOT_KEYS):
         kernel = _aot_kernel(key, wait=mode == "aot")
-        if kernel is not None or mode == "aot":
-            return kernel
+        if kernel is not None or mode == "aot" or (mode == "auto" and _aot["build"] is not None):
+            return kernel  # auto while the module is being built: scipy's path, no jit compile that it replaces
     if mode == "numba":
         if importlib.util.find_spec("numba") is None:
             msg = f"{GATHER_ENV}=numba but numba is not installed; `pip install annshard[fast]` or unset {GATHER_ENV}"
