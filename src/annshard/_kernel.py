@@ -8,7 +8,7 @@ writes the output dtypes directly, one row at a time (any value dtype in,
 ``float32``/``float64`` out; ``uint16``/``int32``/``int64`` gene indices in,
 ``int32``/``int64`` out). When it is ready as a block is read, the block keeps
 raw counts as stored (``uint8``/``uint16``) and the kernel widens them too
-(:meth:`annshard._load._fetch.BlockReader.read`, ``narrow``).
+(:func:`narrow_values`, asked by :meth:`annshard._load._fetch.BlockReader.read`).
 
 numba is optional (``annshard[fast]``) and never imported by ``import
 annshard``. The kernel comes in two forms:
@@ -48,7 +48,7 @@ import numpy as np
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["AUTO_AFTER_VALUES", "GATHER_ENV", "fused_kernel", "gather_mode", "note_gathered"]
+__all__ = ["AUTO_AFTER_VALUES", "GATHER_ENV", "fused_kernel", "gather_mode", "narrow_values", "note_gathered"]
 
 GATHER_ENV = "ANNSHARD_GATHER"
 AUTO_AFTER_VALUES = 1_000_000_000
@@ -137,6 +137,21 @@ def fused_kernel(
     return None
 
 
+def narrow_values(stored: set[Any], indices: np.dtype, values: np.dtype) -> np.dtype | None:
+    """Return the dtype a block keeps its values in (raw counts as stored), or ``None`` (widened to ``values``).
+
+    ``stored`` holds the dtypes the block's readers decode into (one per shard). Only one unsigned integer dtype,
+    narrower than ``values``, and only when the kernel widening it as it gathers is ready (:func:`fused_kernel`
+    for ``int32`` batch gene indices): blocks read before it is ready are widened on read, as without it.
+    """
+    if len(stored) != 1:
+        return None
+    (dtype,) = stored
+    if not isinstance(dtype, np.dtype) or dtype.kind != "u" or dtype == values:
+        return None
+    return dtype if fused_kernel(indices, dtype, np.dtype(np.int32), values) is not None else None
+
+
 def note_gathered(n_values: int) -> None:
     """Count ``n_values`` gathered without the kernel (``auto`` compiles it past :data:`AUTO_AFTER_VALUES`)."""
     global _gathered  # one process-wide count; a lost update between threads only delays compiling
@@ -155,7 +170,7 @@ def _aot_kernel(key: tuple[str, str, str, str], *, wait: bool) -> Callable[..., 
     with _lock:
         if not _aot["tried"]:
             _aot["tried"] = True
-            _aot["path"] = path = _kernel_aot.module_path()
+            _aot["path"] = path = _kernel_aot.module_path(_gather)
             _aot["module"] = None if path is None else _kernel_aot.load(path)
             if _aot["module"] is None and path is not None and not _no_compiles:
                 _aot["build"] = _kernel_aot.start_build(path)

@@ -5,7 +5,7 @@ Loading the jit kernel (:mod:`annshard._kernel`) costs ~0.3 s of CPU per process
 epochs of 200k cells that eats most of what the kernel saves. numba's ahead-of-time compiler (``numba.pycc``)
 instead writes the same kernel, for the dtype combinations the loader meets (:data:`AOT_KEYS`), as a CPython
 extension module; importing it takes milliseconds and does not import numba. It is built once per machine
-and interpreter, by a background subprocess at low priority (``python <this file> <path>``: numba, setuptools
+and interpreter, by a background subprocess at low priority (``python -c``, this package imported from its directory; numba, setuptools
 and a C compiler are needed for the build only), into :func:`cache_dir` under a name that hashes the kernel's
 source, numba's and Python's versions; a process that finds it there loads it (:func:`load`).
 
@@ -27,7 +27,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "AOT_KEYS",
@@ -66,9 +69,7 @@ def cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "annshard"
 
 
-def _module_name() -> str | None:
-    from annshard import _kernel
-
+def _module_name(kernel: Callable[..., int]) -> str | None:
     spec = importlib.util.find_spec("numba")
     if spec is None or spec.origin is None:
         return None
@@ -76,7 +77,7 @@ def _module_name() -> str | None:
     version = (numba_dir / "_version.py").read_bytes() if (numba_dir / "_version.py").exists() else b""
     h = hashlib.sha256()
     for part in (
-        inspect.getsource(_kernel._gather).encode(),
+        inspect.getsource(kernel).encode(),
         version,
         sys.version.encode(),
         platform.machine().encode(),
@@ -87,9 +88,9 @@ def _module_name() -> str | None:
     return f"_annshard_gather_{h.hexdigest()[:16]}"
 
 
-def module_path() -> Path | None:
-    """Path of the built module for this kernel, numba and Python (``None``: numba is not installed)."""
-    name = _module_name()
+def module_path(kernel: Callable[..., int]) -> Path | None:
+    """Path of the built module of ``kernel`` (its Python source), numba and Python (``None``: no numba installed)."""
+    name = _module_name(kernel)
     if name is None:
         return None
     return cache_dir() / "kernels" / (name + importlib.machinery.EXTENSION_SUFFIXES[0])
@@ -154,17 +155,18 @@ def _marker(path: Path, what: str) -> Path:
 # the build process: this package importable from its source directory, whatever the parent's sys.path was
 _BOOT = (
     "import os, sys; os.nice(10); sys.path.insert(0, sys.argv[1]); "
-    "from annshard._kernel_aot import build_or_mark; build_or_mark(sys.argv[2])"
+    "from annshard._kernel import _gather; from annshard._kernel_aot import build_or_mark; "
+    "build_or_mark(sys.argv[2], _gather)"
 )
 
 
-def build_or_mark(path: str | Path) -> None:
+def build_or_mark(path: str | Path, kernel: Callable[..., int]) -> None:
     """:func:`build`, then drop the ``.lock``; on failure write ``<path>.failed`` with the traceback."""
     import traceback
 
     path = Path(path)
     try:
-        build(path)
+        build(path, kernel)
     except Exception:  # noqa: BLE001 - recorded for the user, and no retry loop
         with contextlib.suppress(OSError):
             _marker(path, "failed").write_text(traceback.format_exc())
@@ -173,8 +175,8 @@ def build_or_mark(path: str | Path) -> None:
             _marker(path, "lock").unlink()
 
 
-def build(path: str | Path) -> None:
-    """Compile :data:`AOT_KEYS` with ``numba.pycc`` into the extension module ``path`` (in place, atomically)."""
+def build(path: str | Path, kernel: Callable[..., int]) -> None:
+    """Compile ``kernel`` for :data:`AOT_KEYS` with ``numba.pycc`` into the extension module ``path`` (atomically)."""
     import warnings
 
     path = Path(path)
@@ -182,8 +184,6 @@ def build(path: str | Path) -> None:
         warnings.simplefilter("ignore")  # pycc's pending deprecation
         from numba.pycc import CC
         from numba.pycc import compiler as pycc_compiler
-
-    from annshard._kernel import _gather
 
     base = pycc_compiler.Flags
 
@@ -201,7 +201,7 @@ def build(path: str | Path) -> None:
         cc.verbose = False
         for key in AOT_KEYS:
             i, d, oi, od = key
-            cc.export(symbol(key), f"int64(int64[::1], int64[::1], {i}[::1], {d}[::1], {oi}[::1], {od}[::1])")(_gather)
+            cc.export(symbol(key), f"int64(int64[::1], int64[::1], {i}[::1], {d}[::1], {oi}[::1], {od}[::1])")(kernel)
         cc.compile()
         built = [p for p in Path(tmp).iterdir() if p.name.startswith(name + ".") and p.suffix in (".so", ".pyd")]
         if len(built) != 1:

@@ -84,7 +84,7 @@ def test_only_the_host_gather_asks_for_narrow_blocks(counts_layers, aot):
     chunks = np.array([[0, 5, 40], [1, 0, 30], [2, 100, 101]], dtype=np.int64)
     wide, narrow = reader.read(chunks), reader.read(chunks, narrow=True)
     assert wide.data.dtype == np.float32 and wide.dtype is None
-    assert narrow.data.dtype == np.uint16 and narrow.values_dtype == np.float32
+    assert narrow.data.dtype == np.uint16 and narrow.dtype == np.float32
     assert narrow.extras["layers/counts"].data.dtype == np.uint16
     assert narrow.extras["obsm/emb"].data.dtype == np.float32  # dense: as stored
     np.testing.assert_array_equal(narrow.data.astype(np.float32), wide.data)

@@ -187,7 +187,7 @@ def _gather_one(
     out_ptr = np.zeros(lens.shape[0] + 1, dtype=itype)
     np.cumsum(lens, out=out_ptr[1:])
     empty = np.empty if pool is None else pool.empty
-    vtype = first.values_dtype
+    vtype = first.data.dtype if first.dtype is None else first.dtype  # Block.dtype: raw counts as stored
     out_data = empty(nnz, dtype=vtype)
     out_idx = empty(nnz, dtype=itype)
     # each segment: the fused kernel when it is compiled for the block's dtypes; else scipy's copy in the stored

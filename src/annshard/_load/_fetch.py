@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,11 +33,13 @@ from annshard._compat import (
 )
 from annshard._config import zarr_config
 from annshard._errors import CorruptShardError
-from annshard._kernel import fused_kernel
+from annshard._kernel import narrow_values
 from annshard._store._raw import RawRuns, read_raw_runs, split_runs
 from annshard._store._remote_read import RemoteRuns, read_remote_runs
 from annshard._store._shard import open_shard_arrays
 from annshard._store._validate import check_indices, check_indptr
+
+from ._block import Block
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -192,46 +193,6 @@ async def _gather(jobs: list[Any]) -> None:
     await asyncio.gather(*jobs)
 
 
-@dataclass
-class Block:
-    """Rows of a preload block, in read order.
-
-    Attributes
-    ----------
-    index
-        Global row index of every row.
-    indptr
-        CSR row pointers (``int64``, ``len(index) + 1``); ``None`` for dense.
-    data
-        CSR values, or the dense 2-D rows.
-    indices
-        CSR gene indices as stored (e.g. ``uint16``); ``None`` for dense.
-    extras
-        The same rows of the layers and obsm arrays read with ``X``, by element
-        (``"layers/counts"``), each as a block of its own (its ``index`` is this block's).
-    dtype
-        The values' dtype in batches, when ``data`` holds them narrower (raw counts as stored, ``uint8`` /
-        ``uint16``, widened by the batch gather: :meth:`BlockReader.read` with ``narrow``); ``None``: ``data``'s.
-    """
-
-    index: NDArray[np.int64]
-    indptr: NDArray[np.int64] | None
-    data: np.ndarray
-    indices: np.ndarray | None
-    extras: dict[str, Block] = field(default_factory=dict)
-    dtype: np.dtype | None = None
-
-    @property
-    def values_dtype(self) -> np.dtype:
-        """The values' dtype in batches (:attr:`dtype`, else ``data``'s)."""
-        return self.data.dtype if self.dtype is None else self.dtype
-
-    @property
-    def n_rows(self) -> int:
-        """Number of rows."""
-        return int(self.index.shape[0])
-
-
 class BlockReader:
     """Reads blocks of chunks from the shards of one or more collections.
 
@@ -303,10 +264,8 @@ class BlockReader:
         """Read ``chunks`` (``(n, 3)`` of shard, start, stop), in :func:`read_order`.
 
         The block's values and gene indices are decoded into arrays from ``pool``
-        (recycled buffers) when one is given. With ``narrow`` (the host's batch gather,
-        :func:`~annshard._load._assemble.gather_rows`), raw counts stay as stored
-        (``uint8``/``uint16``, :attr:`Block.dtype` says what they become) when the fused
-        kernel that widens them as it gathers is ready (:func:`~annshard._kernel.fused_kernel`).
+        (recycled buffers) when one is given. ``narrow`` (the host gather): raw counts stay as
+        stored when the fused kernel widening them is ready (:func:`~annshard._kernel.narrow_values`).
 
         Raises
         ------
@@ -387,22 +346,10 @@ class BlockReader:
         nnz = int(indptr[-1])
         empty = np.empty if pool is None else pool.empty
         value_dtype = np.dtype(arrs[0].data.dtype)
-        stored = self._stored_dtype(shard_ids, element, value_dtype, arrs[0].indices.dtype) if narrow else None
-        if stored is not None:  # raw counts kept as stored: the batch gather widens them (one pass, not two)
-            data = empty(nnz, dtype=stored)
-            indices = empty(nnz, dtype=arrs[0].indices.dtype)
-            pos = 0
-            for s, a, er in zip(shard_ids.tolist(), arrs, elem_runs, strict=True):
-                k = int((er[:, 1] - er[:, 0]).sum())
-                dd, di = self._direct[(s, element)]
-                direct.append((dd, er, data[pos : pos + k]))
-                if di is not None:
-                    direct.append((di, er, indices[pos : pos + k]))
-                else:
-                    jobs.append(_read_runs(a.indices, er, indices[pos : pos + k]))
-                pos += k
-            return Block(index=index, indptr=indptr, data=data, indices=indices, dtype=value_dtype)
-        data = empty(nnz, dtype=value_dtype)
+        readers = [self._direct[(s, element)][0] for s in shard_ids.tolist()]
+        local_ok = narrow and all(isinstance(r, DirectRuns | RawRuns) for r in readers)
+        keep = narrow_values({r.dtype for r in readers}, arrs[0].indices.dtype, value_dtype) if local_ok else None
+        data = empty(nnz, dtype=value_dtype if keep is None else keep)  # kept as stored: the batch gather widens
         indices = empty(nnz, dtype=arrs[0].indices.dtype)
         counts: dict[
             np.dtype, np.ndarray
@@ -423,26 +370,9 @@ class BlockReader:
                 else:
                     jobs.append(_read_runs(arr, er, out))
             pos += k
-        return Block(index=index, indptr=indptr, data=data, indices=indices)
-
-    def _stored_dtype(
-        self, shard_ids: np.ndarray, element: str, value_dtype: np.dtype, indices_dtype: np.dtype
-    ) -> np.dtype | None:
-        """Return the stored counts' dtype to keep in the block, or ``None`` (the block holds ``value_dtype``).
-
-        Only when every shard's values are read as stored unsigned integers of one dtype and the fused kernel that
-        widens them to ``value_dtype`` as it gathers is ready.
-        """
-        stored = set()
-        for s in shard_ids.tolist():
-            dd = self._direct[(s, element)][0]
-            if not isinstance(dd, DirectRuns | RawRuns) or dd.dtype == value_dtype or dd.dtype.kind != "u":
-                return None
-            stored.add(dd.dtype)
-        if len(stored) != 1:
-            return None
-        (dtype,) = stored
-        return dtype if fused_kernel(indices_dtype, dtype, np.dtype(np.int32), value_dtype) is not None else None
+        return Block(
+            index=index, indptr=indptr, data=data, indices=indices, dtype=None if keep is None else value_dtype
+        )
 
     def _plan_dense(
         self,
