@@ -102,9 +102,11 @@ def fused_kernel(
     The kernel is called as ``kernel(rows, indptr, indices, data, out_indices,
     out_data)`` with 1-D C-contiguous arrays (``rows`` and ``indptr`` ``int64``)
     and returns the number of values written, or ``-1`` when a row or a row pointer is
-    out of range or the outputs are too short (nothing is read or written out of bounds). In ``auto`` mode the first call for a
-    combination past :data:`AUTO_AFTER_VALUES` starts compiling it in a background
-    thread and returns ``None``.
+    out of range or the outputs are too short (nothing is read or written out of bounds). In ``auto`` mode a
+    combination of :data:`annshard._kernel_aot.AOT_KEYS` comes from the built module (the first call starts its
+    build when it is missing, and returns ``None`` until it is there); any other combination, or any when the
+    module cannot be built, is jit-compiled in a background thread by the first call past
+    :data:`AUTO_AFTER_VALUES`, ``None`` until then.
     """
     mode = gather_mode()
     if mode in ("scipy", "numpy"):
