@@ -264,3 +264,35 @@ def layer_sources(tmp_path_factory) -> dict:
             back = ad.read_zarr(path)
         out[name] = (path, back)
     return out
+
+
+@pytest.fixture(scope="session")
+def aot_dir(tmp_path_factory):
+    """A cache directory holding the ahead-of-time module, built once (by the background build, waited for)."""
+    pytest.importorskip("numba")
+    import numpy as np
+
+    from annshard import _kernel, _kernel_aot
+
+    path = tmp_path_factory.mktemp("aot-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(_kernel_aot.CACHE_ENV, str(path))
+        mp.setattr(_kernel, "_aot", {"tried": False, "module": None, "path": None, "build": None})
+        mp.setattr(_kernel, "_ready", {})
+        mp.setenv(_kernel.GATHER_ENV, "aot")
+        key = (np.dtype("uint16"), np.dtype("uint8"), np.dtype("int32"), np.dtype("float32"))
+        assert _kernel.fused_kernel(*key) is not None
+        assert (built := _kernel_aot.module_path(_kernel._gather)) is not None and built.exists()
+    return path
+
+
+@pytest.fixture
+def aot(aot_dir, monkeypatch):
+    """``ANNSHARD_GATHER=aot`` with the module of :func:`aot_dir`, loaded afresh in this test."""
+    from annshard import _kernel, _kernel_aot
+
+    monkeypatch.setenv(_kernel_aot.CACHE_ENV, str(aot_dir))
+    monkeypatch.setattr(_kernel, "_aot", {"tried": False, "module": None, "path": None, "build": None})
+    monkeypatch.setattr(_kernel, "_ready", {})
+    monkeypatch.setenv(_kernel.GATHER_ENV, "aot")
+    return aot_dir

@@ -120,7 +120,7 @@ def test_gather_env_switch(monkeypatch):
     monkeypatch.setenv(_kernel.GATHER_ENV, "numpy")
     assert _kernel.fused_kernel(*key) is None
     monkeypatch.setenv(_kernel.GATHER_ENV, "fast please")
-    with pytest.raises(ValueError, match=r"ANNSHARD_GATHER='fast please' is not one of auto, numba, scipy, numpy"):
+    with pytest.raises(ValueError, match=r"ANNSHARD_GATHER='fast please' is not one of auto, aot, numba, scipy, numpy"):
         _kernel.fused_kernel(*key)
     monkeypatch.delenv(_kernel.GATHER_ENV)
     assert _kernel.gather_mode() == "auto"
@@ -180,3 +180,164 @@ def test_numba_imported_lazily():
     code = "import sys, annshard, annshard._kernel, annshard._csr; print('numba' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_aot_keys_are_the_kernels_table():
+    from annshard import _kernel_aot
+
+    assert frozenset(_kernel_aot.AOT_KEYS) == _kernel._AOT_KEYS
+
+
+@pytest.mark.parametrize("key", sorted(_kernel._AOT_KEYS))
+def test_aot_kernel_matches_scipy(aot, key):
+    i, d, oi, od = key
+    rng = np.random.default_rng(3)
+    m = _matrix(rng, 70, 300, 0.3)
+    kernel = _kernel.fused_kernel(np.dtype(i), np.dtype(d), np.dtype(oi), np.dtype(od))
+    assert kernel is not None and type(kernel).__name__ == "builtin_function_or_method"  # the module's, not numba's
+    indptr, indices, data = m.indptr.astype(np.int64), m.indices.astype(i), m.data.astype(d)
+    for rows in (rng.integers(0, 70, 90), np.zeros(0, np.int64), np.arange(70)[::-1]):
+        rows = rows.astype(np.int64)
+        ref = m[rows]
+        out_i, out_d = np.full(ref.nnz, -1, dtype=oi), np.full(ref.nnz, -1, dtype=od)
+        assert kernel(rows, indptr, indices, data, out_i, out_d) == ref.nnz
+        np.testing.assert_array_equal(out_i, ref.indices)
+        np.testing.assert_array_equal(out_d, ref.data.astype(od))
+    out_i, out_d = np.zeros(3, oi), np.zeros(3, od)
+    assert kernel(np.array([70], np.int64), indptr, indices, data, out_i, out_d) == -1  # no such row: refused
+
+
+def test_aot_module_loads_without_numba_and_releases_the_gil(aot_dir):
+    """A fresh process in ``auto`` mode takes the built module at its first call, without importing numba."""
+    import subprocess
+    import sys
+
+    code = """
+import sys, threading, time
+import numpy as np
+from annshard import _kernel
+key = (np.dtype("uint16"), np.dtype("uint16"), np.dtype("int32"), np.dtype("float32"))
+kernel = _kernel.fused_kernel(*key)  # before anndata (which imports numba when dask and sparse are installed)
+assert kernel is not None and "numba" not in sys.modules, kernel
+n = 4000
+ptr = np.arange(0, 1000 * (n + 1), 1000, dtype=np.int64)
+ind, data = np.ones(ptr[-1], np.uint16), np.ones(ptr[-1], np.uint16)
+rows = np.arange(n, dtype=np.int64)
+oi, od = np.empty(ptr[-1], np.int32), np.empty(ptr[-1], np.float32)
+ticks, stop = [0], []
+def spin():
+    while not stop:
+        ticks[0] += 1
+t = threading.Thread(target=spin)
+t.start()
+time.sleep(0.05)
+before = ticks[0]
+for _ in range(5):
+    kernel(rows, ptr, ind, data, oi, od)
+during = ticks[0] - before
+stop.append(1)
+t.join()
+print("ticks", during)
+"""
+    env = {**__import__("os").environ, "ANNSHARD_CACHE_DIR": str(aot_dir), _kernel.GATHER_ENV: "auto"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.split()[-1]) > 0  # the other thread ran while the kernel did: no GIL held
+
+
+def test_aot_build_runs_once_and_not_after_a_failure(tmp_path):
+    from annshard import _kernel_aot
+
+    path = tmp_path / "kernels" / "_annshard_gather_x.so"
+    path.parent.mkdir()
+    (tmp_path / "kernels" / "_annshard_gather_x.so.lock").touch()  # another process is building it
+    assert _kernel_aot.start_build(path) is None
+    (tmp_path / "kernels" / "_annshard_gather_x.so.lock").unlink()
+    (tmp_path / "kernels" / "_annshard_gather_x.so.failed").write_text("no compiler")
+    assert _kernel_aot.start_build(path) is None
+    assert _kernel_aot.load(path) is None  # nothing there
+    path.write_bytes(b"not a module")
+    path.chmod(0o666)
+    assert _kernel_aot.load(path) is None  # writable by others: never loaded
+    path.chmod(0o644)
+    assert _kernel_aot.load(path) is None  # not a module: refused, no crash
+
+
+def test_aot_mode_refuses_what_it_does_not_hold(aot):
+    with pytest.raises(ValueError, match="no kernel compiled ahead of time"):
+        _kernel.fused_kernel(np.dtype("int64"), np.dtype("float32"), np.dtype("int64"), np.dtype("float32"))
+
+
+def _narrow_blocks(rng: np.random.Generator, stored: str) -> list[Block]:
+    """Blocks holding raw counts as stored (``uint8``/``uint16``; batches get ``float32``), with a narrow layer and
+    a dense obsm array as extras."""
+    blocks = []
+    for k, n_rows in enumerate((37, 64, 1)):
+        m = _matrix(rng, n_rows, 500, 0.2)
+        index = np.arange(n_rows, dtype=np.int64) + 1000 * k
+        ptr = m.indptr.astype(np.int64)
+        b = Block(index, ptr, m.data.astype(stored), m.indices.astype(np.uint16), dtype=np.dtype(np.float32))
+        layer = Block(index, ptr, (m.data * 2).astype(stored), m.indices.astype(np.uint16), dtype=np.dtype(np.float32))
+        emb = Block(index, None, rng.standard_normal((n_rows, 4)).astype(np.float32), None)
+        b.extras = {"layers/counts": layer, "obsm/emb": emb}
+        blocks.append(b)
+    return blocks
+
+
+@pytest.mark.parametrize("stored", ["uint8", "uint16"])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_narrow_blocks_widened_alike_on_every_path(aot, monkeypatch, stored, threads):
+    """Stored counts in the block: every gather path gives scipy's indexing of the widened matrix, as float32."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    blocks = _narrow_blocks(rng, stored)
+    segments = [(b, rng.permutation(b.n_rows)[: max(1, b.n_rows - 5)]) for b in blocks]
+
+    def ref(element: str | None) -> sp.csr_matrix:
+        parts = []
+        for b, r in segments:
+            x = b if element is None else b.extras[element]
+            parts.append(sp.csr_matrix((x.data.astype(np.float32), x.indices, x.indptr), shape=(x.n_rows, 500))[r])
+        return sp.vstack(parts).tocsr()
+
+    with ThreadPoolExecutor(2) as pool:
+        for mode in ("aot", "numba", "scipy", "numpy"):
+            monkeypatch.setenv(_kernel.GATHER_ENV, mode)
+            got = gather_rows(segments, 500, workers=(pool, threads) if threads > 1 else None)
+            for element, x in ((None, got), ("layers/counts", got.extras["layers/counts"])):
+                want = ref(element)
+                assert x.data.dtype == np.float32 and x.indices.dtype == np.int32, mode
+                assert x.dtype is None, mode  # a batch holds its values in their own dtype
+                np.testing.assert_array_equal(x.indptr, want.indptr)
+                np.testing.assert_array_equal(x.indices, want.indices)
+                np.testing.assert_array_equal(x.data, want.data)
+            emb = got.extras["obsm/emb"].data
+            np.testing.assert_array_equal(emb, np.concatenate([b.extras["obsm/emb"].data[r] for b, r in segments]))
+            np.testing.assert_array_equal(got.index, np.concatenate([b.index[r] for b, r in segments]))
+
+
+def test_a_batch_over_narrow_and_widened_blocks(aot, monkeypatch):
+    """A batch spanning a block read before the kernel was ready (widened) and one after (narrow)."""
+    rng = np.random.default_rng(9)
+    narrow = _narrow_blocks(rng, "uint16")[0]
+    narrow.extras = {}
+    m = _matrix(rng, 20, 500, 0.1)
+    wide = Block(
+        np.arange(20, dtype=np.int64), m.indptr.astype(np.int64), m.data.astype(np.float32), m.indices.astype(np.uint16)
+    )
+    segments = [(wide, np.arange(20)[::-1]), (narrow, np.arange(narrow.n_rows))]
+    want = sp.vstack(
+        [
+            sp.csr_matrix((wide.data, wide.indices, wide.indptr), shape=(20, 500))[np.arange(20)[::-1]],
+            sp.csr_matrix((narrow.data.astype(np.float32), narrow.indices, narrow.indptr), shape=(narrow.n_rows, 500)),
+        ]
+    ).tocsr()
+    for mode in ("aot", "scipy"):
+        monkeypatch.setenv(_kernel.GATHER_ENV, mode)
+        for order in (segments, segments[::-1]):
+            got = gather_rows(order, 500)
+            w = want if order is segments else sp.vstack([want[20:], want[:20]]).tocsr()
+            assert got.data.dtype == np.float32
+            np.testing.assert_array_equal(got.data, w.data)
+            np.testing.assert_array_equal(got.indices, w.indices)

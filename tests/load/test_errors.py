@@ -96,11 +96,11 @@ def test_reader_error_reaches_consumer(coll2, monkeypatch):
     calls = {"n": 0}
     original = BlockReader.read
 
-    def flaky(self, chunks, pool=None):
+    def flaky(self, chunks, pool=None, **kw):
         calls["n"] += 1
         if calls["n"] == 3:
             raise OSError("disk on fire")
-        return original(self, chunks, pool)
+        return original(self, chunks, pool, **kw)
 
     monkeypatch.setattr(BlockReader, "read", flaky)
     loader = annshard.Loader(coll2.path, batch_size=50, chunk_size=10, preload_nchunks=10)

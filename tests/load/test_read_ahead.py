@@ -37,9 +37,9 @@ def _record_reads(loader):
     names: list[str] = []
     read = reader.read
 
-    def recorded(chunks, pool=None):
+    def recorded(chunks, pool=None, **kw):
         names.append(threading.current_thread().name)
-        return read(chunks, pool)
+        return read(chunks, pool, **kw)
 
     reader.read = recorded
     return names

@@ -183,18 +183,25 @@ def _gather_one(
         return Block(index=index, indptr=None, data=data, indices=None)
     lens = np.concatenate([np.diff(b.indptr)[r] for b, r in segments])
     nnz = int(lens.sum())
-    itype = np.int32 if nnz < 2**31 and n_vars < 2**31 else np.int64
+    itype = np.dtype(np.int32 if nnz < 2**31 and n_vars < 2**31 else np.int64)
     out_ptr = np.zeros(lens.shape[0] + 1, dtype=itype)
     np.cumsum(lens, out=out_ptr[1:])
     empty = np.empty if pool is None else pool.empty
-    out_data = empty(nnz, dtype=first.data.dtype)
+    vtype = first.data.dtype if first.dtype is None else first.dtype  # Block.dtype: raw counts as stored
+    out_data = empty(nnz, dtype=vtype)
     out_idx = empty(nnz, dtype=itype)
-    # the fused kernel, when compiled for every segment's dtypes; else scipy's copy, then widening the indices
-    kernels = [fused_kernel(b.indices.dtype, b.data.dtype, out_idx.dtype, out_data.dtype) for b, _ in segments]
-    fused = kernels[0] if all(k is kernels[0] for k in kernels) else None
-    if fused is None:
-        note_gathered(nnz)
-    stored = out_idx if fused is not None or first.indices.dtype == itype else empty(nnz, dtype=first.indices.dtype)
+    # each segment: the fused kernel when it is compiled for the block's dtypes; else scipy's copy in the stored
+    # dtypes, then the gene indices (and narrow stored counts) widened
+    kernels: dict[int, Callable[..., int] | None] = {}
+    for b, _ in segments:
+        if id(b) not in kernels:
+            kernels[id(b)] = fused_kernel(b.indices.dtype, b.data.dtype, itype, vtype)
+    slow = sum(int(r.shape[0]) for b, r in segments if kernels[id(b)] is None)
+    if slow:
+        note_gathered(nnz * slow // max(1, lens.shape[0]))
+    stored = out_idx
+    if any(kernels[id(b)] is None and b.indices.dtype != itype for b, _ in segments):
+        stored = empty(nnz, dtype=first.indices.dtype)
     n_rows = int(lens.shape[0])
     pieces = 1 if workers is None else max(1, min(workers[1], n_rows // _MIN_PIECE_ROWS))
     step = -(-n_rows // pieces)
@@ -211,10 +218,10 @@ def _gather_one(
 
     if pieces == 1:
         for job in jobs:
-            _copy_piece(job, stored, out_idx, out_data, fused)
+            _copy_piece(job, stored, out_idx, out_data, kernels[id(job[0])])
     else:
-        done = [workers[0].submit(_copy_piece, job, stored, out_idx, out_data, fused) for job in jobs[1:]]
-        _copy_piece(jobs[0], stored, out_idx, out_data, fused)
+        done = [workers[0].submit(_copy_piece, job, stored, out_idx, out_data, kernels[id(job[0])]) for job in jobs[1:]]
+        _copy_piece(jobs[0], stored, out_idx, out_data, kernels[id(jobs[0][0])])
         for f in done:
             f.result()
     del stored  # back to the pool for the next batch (when widened)
@@ -228,11 +235,12 @@ def _copy_piece(
     out_data: np.ndarray,
     fused: Callable[..., int] | None,
 ) -> None:
-    """Copy one piece of a batch: rows ``r`` of block ``b`` into values ``e0:e1`` (widening the gene indices).
+    """Copy one piece of a batch: rows ``r`` of block ``b`` into values ``e0:e1`` (widening what is narrower).
 
     With ``fused`` (:func:`~annshard._kernel.fused_kernel`) in one pass, reading
-    the stored dtypes and writing the batch's; else scipy's copy into ``stored``,
-    then the indices widened into ``out_idx`` while the piece is still warm in cache.
+    the stored dtypes and writing the batch's; else scipy's copy into ``stored``
+    (the gene indices) and ``out_data`` (the values; a temporary when the block holds
+    them narrower), then widened into ``out_idx`` / ``out_data`` while the piece is still warm in cache.
     """
     b, r, e0, e1 = job
     if fused is not None:
@@ -242,9 +250,16 @@ def _copy_piece(
             msg = f"batch gather: rows of a block do not fill values {e0}:{e1} of the batch (an annshard bug; set ANNSHARD_GATHER=scipy and report it)"
             raise RuntimeError(msg)
         return
-    row_gather(r, b.indptr, b.indices, b.data, stored[e0:e1], out_data[e0:e1])
-    if stored is not out_idx:
-        np.copyto(out_idx[e0:e1], stored[e0:e1], casting="unsafe")
+    wide_idx = b.indices.dtype != out_idx.dtype
+    idx = out_idx[e0:e1] if not wide_idx else stored[e0:e1] if b.indices.dtype == stored.dtype else None
+    if idx is None:
+        idx = np.empty(e1 - e0, dtype=b.indices.dtype)
+    vals = out_data[e0:e1] if b.data.dtype == out_data.dtype else np.empty(e1 - e0, dtype=b.data.dtype)
+    row_gather(r, b.indptr, b.indices, b.data, idx, vals)
+    if wide_idx:
+        np.copyto(out_idx[e0:e1], idx, casting="unsafe")
+    if vals.dtype != out_data.dtype:
+        np.copyto(out_data[e0:e1], vals, casting="unsafe")
 
 
 def cut_batches(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,11 +26,13 @@ import zarr
 from annshard._compat import zarr_read_selection, zarr_sync
 from annshard._config import zarr_config
 from annshard._errors import CorruptShardError
+from annshard._kernel import narrow_values
 from annshard._store._raw import RawRuns, read_raw_runs
 from annshard._store._remote_read import RemoteRuns, read_remote_runs
 from annshard._store._shard import open_shard_arrays
 from annshard._store._validate import check_indices, check_indptr
 
+from ._block import Block
 from ._direct import DirectRuns, RunsIndexer
 from ._pool import populate
 
@@ -82,40 +83,6 @@ async def _read_runs(array: zarr.Array, runs: NDArray[np.int64], out: np.ndarray
 
 async def _gather(jobs: list[Any]) -> None:
     await asyncio.gather(*jobs)
-
-
-@dataclass
-class Block:
-    """Rows of a preload block, in read order.
-
-    Attributes
-    ----------
-    index
-        Global row index of every row.
-    indptr
-        CSR row pointers (``int64``, ``len(index) + 1``); ``None`` for dense.
-    data
-        CSR values, or the dense 2-D rows.
-    indices
-        CSR gene indices as stored (e.g. ``uint16``); ``None`` for dense.
-    extras
-        The same rows of the layers and obsm arrays read with ``X``, by element
-        (``"layers/counts"``), each as a block of its own (its ``index`` is this block's).
-    indices_checked
-        Whether every gene index was checked against ``n_vars`` while it was read (by the raw threads).
-    """
-
-    index: NDArray[np.int64]
-    indptr: NDArray[np.int64] | None
-    data: np.ndarray
-    indices: np.ndarray | None
-    extras: dict[str, Block] = field(default_factory=dict)
-    indices_checked: bool = False
-
-    @property
-    def n_rows(self) -> int:
-        """Number of rows."""
-        return int(self.index.shape[0])
 
 
 class BlockReader:
@@ -185,11 +152,12 @@ class BlockReader:
                     self._indptr[key] = indptr
             return self._arrays[key]
 
-    def read(self, chunks: NDArray[np.int64], pool: BufferPool | None = None) -> Block:
+    def read(self, chunks: NDArray[np.int64], pool: BufferPool | None = None, *, narrow: bool = False) -> Block:
         """Read ``chunks`` (``(n, 3)`` of shard, start, stop), in :func:`read_order`.
 
         The block's values and gene indices are decoded into arrays from ``pool``
-        (recycled buffers) when one is given.
+        (recycled buffers) when one is given. ``narrow`` (the host gather): raw counts stay as
+        stored when the fused kernel widening them is ready (:func:`~annshard._kernel.narrow_values`).
 
         Raises
         ------
@@ -216,11 +184,13 @@ class BlockReader:
                 blocks.append(self._plan_dense(chunks, shard_ids, arrs, index, element, jobs, direct))
             else:
                 blocks.append(
-                    self._plan_csr(chunks, shard_ids, arrs, index, local, bounds, pool, element, jobs, direct, widen)
+                    self._plan_csr(
+                        chunks, shard_ids, arrs, index, local, bounds, pool, element, jobs, direct, widen, narrow
+                    )
                 )
         extremes = self._run(jobs, chunks, shard_ids, direct, pool)
-        for narrow, wide in widen:
-            np.copyto(wide, narrow, casting="unsafe")
+        for stored, wide in widen:
+            np.copyto(wide, stored, casting="unsafe")
         del widen
         # before any CSR matrix or tensor is built from them: an index past n_vars would make those read out of
         # bounds. Gene indices read by os.preadv were measured by the raw threads as they read them (`extremes`);
@@ -257,6 +227,7 @@ class BlockReader:
         jobs: list[Any],
         direct: list[tuple[_Runs, NDArray[np.int64], np.ndarray]],
         widen: list[tuple[np.ndarray, np.ndarray]],
+        narrow: bool,
     ) -> Block:
         """Allocate a CSR element's block and add its reads to ``jobs`` / ``direct`` (stored counts: and ``widen``)."""
         lens_parts, elem_runs = [], []
@@ -272,10 +243,14 @@ class BlockReader:
         nnz = int(indptr[-1])
         empty = np.empty if pool is None else pool.empty
         readers = [self._direct[(int(s), element)] for s in shard_ids]
-        # buffers that os.preadv fills (RawRuns) are not faulted in here but by the raw threads, part by part
+        value_dtype = np.dtype(arrs[0].data.dtype)
+        local_ok = narrow and all(isinstance(dd, DirectRuns | RawRuns) for dd, _ in readers)
+        keep = narrow_values({dd.dtype for dd, _ in readers}, arrs[0].indices.dtype, value_dtype) if local_ok else None
+        # buffers that os.preadv fills (RawRuns) are not faulted in here but by the raw threads, part by part;
+        # raw counts kept as stored (`keep`) are widened by the batch gather
         raw_data = all(isinstance(dd, RawRuns) for dd, _ in readers)
         raw_indices = all(isinstance(di, RawRuns) for _, di in readers)
-        data, fresh_data = _take(pool, nnz, arrs[0].data.dtype, lazy=raw_data)
+        data, fresh_data = _take(pool, nnz, value_dtype if keep is None else keep, lazy=raw_data)
         indices, fresh_indices = _take(pool, nnz, arrs[0].indices.dtype, lazy=raw_indices)
         counts: dict[
             np.dtype, np.ndarray
@@ -303,7 +278,14 @@ class BlockReader:
             else:
                 jobs.append(_read_runs(a.indices, er, indices[pos : pos + k]))
             pos += k
-        return Block(index=index, indptr=indptr, data=data, indices=indices, indices_checked=raw_indices)
+        return Block(
+            index=index,
+            indptr=indptr,
+            data=data,
+            indices=indices,
+            indices_checked=raw_indices,
+            dtype=None if keep is None else value_dtype,
+        )
 
     def _plan_dense(
         self,

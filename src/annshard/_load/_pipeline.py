@@ -128,7 +128,7 @@ def gathered_batches(
         key = (epoch, part, seed, shuffle, b)
         got = ahead.take(key, chunks) if ahead is not None and b == first else None
         if got is None:
-            block = reader.read(chunks, block_pool)
+            block = reader.read(chunks, block_pool, narrow=True)  # cut_batches widens
             order = block_order(chunks, shuffle=shuffle, seed=seed, epoch=epoch, part=part, block=b)
         else:
             block, order = got
@@ -195,7 +195,7 @@ class Head:
             if stream.n_blocks == 0:
                 return None
             chunks = stream.block(0)
-            block = reader.read(chunks, pool)
+            block = reader.read(chunks, pool, narrow=True)
             order = block_order(chunks, shuffle=shuffle, seed=seed, epoch=epoch, part=part, block=0)
             return (epoch, part, seed, shuffle, 0), chunks, block, order
 
