@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 import zarr
 
-from ._order import order_array_chunks
+from ._order import order_array_chunks, write_plain_1d
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -66,8 +66,10 @@ def _write_1d(
         fill_value=0,
     )
     if values.shape[0]:
-        arr[...] = values
-        _order(group, name, arr)
+        local = _local_dir(group)
+        if local is None or not write_plain_1d(arr, local / name, values):  # uncompressed: the files, directly
+            arr[...] = values
+            _order(group, name, arr)
 
 
 def _local_dir(group: zarr.Group) -> Path | None:
