@@ -10,7 +10,7 @@ chunking, zarr sharding, codec and index dtype follow the collection's
 from __future__ import annotations
 
 import shutil
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,6 +110,8 @@ def write_shard(
     spec: StorageSpec,
     var_from: zarr.Group | None = None,
     matrices: Sequence[tuple[MatrixSpec, Any]] = (),
+    frames: Executor | None = None,
+    pending: list[Future[None]] | None = None,
 ) -> int:
     """Write one shard as child group ``name`` of ``root``.
 
@@ -136,6 +138,13 @@ def write_shard(
     matrices
         Layers and obsm arrays with the same rows as ``X`` (in the same order), each with its
         manifest entry; written as ``layers/<k>`` / ``obsm/<k>`` with their own storage.
+    frames
+        An executor with one thread that writes obs, var and the empty elements, left running when
+        this returns (they hold no more than the shard's ``obs``): the caller goes on to its next
+        shard meanwhile. Its future is appended to ``pending``; the shard is complete when it is
+        done. Without it, a thread of this call writes them and the shard is complete on return.
+    pending
+        Where the future of ``frames`` goes (required with it).
 
     Returns
     -------
@@ -146,17 +155,33 @@ def write_shard(
     groups = {key: g.create_group(key) for key in ("layers", "obsm")}
     for group in groups.values():
         group.attrs.update(_DICT_ATTRS)
+    for m, values in matrices:
+        if values.shape[0] != X.shape[0] or values.shape[1] != m.n_cols:
+            msg = f"{m.element}: has shape {tuple(values.shape)}, expected ({X.shape[0]}, {m.n_cols})"
+            raise ValueError(msg)
     # obs and var are many small zarr nodes (Python-bound metadata writes): written in a thread while
-    # zarrs encodes X on the other cores
+    # X is written (and, with ``frames``, while the caller prepares its next shard)
+    if frames is not None:
+        assert pending is not None, "write_shard(frames=...) needs pending=[...] for its future"
+        pending.append(frames.submit(_write_frames, g, obs, var, var_from))
+        return _write_matrices(g, groups, X, spec, matrices)
     with ThreadPoolExecutor(1, thread_name_prefix="annshard-frames") as pool:
-        frames = pool.submit(_write_frames, g, obs, var, var_from)
-        nnz = _write_x(g, X, spec)
-        for m, values in matrices:
-            if values.shape[0] != X.shape[0] or values.shape[1] != m.n_cols:
-                msg = f"{m.element}: has shape {tuple(values.shape)}, expected ({X.shape[0]}, {m.n_cols})"
-                raise ValueError(msg)
-            _write_x(groups[m.group], values, m.storage, key=m.name)
-        frames.result()
+        done = pool.submit(_write_frames, g, obs, var, var_from)
+        nnz = _write_matrices(g, groups, X, spec, matrices)
+        done.result()
+    return nnz
+
+
+def _write_matrices(
+    g: zarr.Group,
+    groups: dict[str, zarr.Group],
+    X: Any,
+    spec: StorageSpec,
+    matrices: Sequence[tuple[MatrixSpec, Any]],
+) -> int:
+    nnz = _write_x(g, X, spec)
+    for m, values in matrices:
+        _write_x(groups[m.group], values, m.storage, key=m.name)
     return nnz
 
 

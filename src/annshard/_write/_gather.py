@@ -16,6 +16,7 @@ the :class:`~annshard.ShardInfo` of each shard it wrote.
 from __future__ import annotations
 
 import os
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -195,13 +196,32 @@ def gather(
     """Write every bucket of ``layout`` as a shard of ``root``, numbered from ``first_shard``; return their infos."""
     shards: list[ShardInfo] = []
     buffers = Buffers()  # one bucket after another in the same pages
-    for k, rows in enumerate(layout.shard_rows):
-        name = shard_name(first_shard + k)
-        nnz = gather_bucket(layout, stored, k, root, name, var_from=shards[0].name if shards else None, buffers=buffers)
-        shards.append(ShardInfo(name=name, n_obs=rows, nnz=nnz, generation=layout.generation))
-        if progress is not None:
-            progress(rows)
+    pending: list[Future[None]] = []
+    # a shard's obs/var are written in this thread while the next bucket is loaded (they hold only its obs);
+    # one thread, so shards' frames are written in order and the first shard's var exists before it is copied
+    with ThreadPoolExecutor(1, thread_name_prefix="annshard-frames") as frames:
+        try:
+            for k, rows in enumerate(layout.shard_rows):
+                name = shard_name(first_shard + k)
+                var_from = shards[0].name if shards else None
+                nnz = gather_bucket(
+                    layout, stored, k, root, name, var_from=var_from, buffers=buffers, frames=frames, pending=pending
+                )
+                shards.append(ShardInfo(name=name, n_obs=rows, nnz=nnz, generation=layout.generation))
+                _done(pending, wait=False)
+                if progress is not None:
+                    progress(rows)
+        except BaseException:
+            wait(pending)  # the error raised is this one; the shards are not published
+            raise
+        _done(pending, wait=True)
     return shards
+
+
+def _done(pending: list[Future[None]], *, wait: bool) -> None:
+    """Raise the first error of the shards' obs/var writes that are done (all of them, with ``wait``)."""
+    while pending and (wait or pending[0].done()):
+        pending.pop(0).result()
 
 
 def gather_bucket(
@@ -214,12 +234,15 @@ def gather_bucket(
     *,
     keep_files: bool = False,
     buffers: Buffers | None = None,
+    frames: Executor | None = None,
+    pending: list[Future[None]] | None = None,
 ) -> int:
     """Write bucket ``k`` as shard ``name`` of ``root``, delete its files, and return its number of stored values.
 
     ``var_from`` names a shard of ``root`` written before, whose ``var`` is copied. ``keep_files``
     keeps the bucket's files (a distributed gather task may be retried; the driver removes them).
-    ``buffers``: reused for the bucket's CSR arrays (see :class:`~._memory.Buffers`).
+    ``buffers``: reused for the bucket's CSR arrays (see :class:`~._memory.Buffers`). ``frames`` and
+    ``pending``: the shard's obs/var are left to that executor (:func:`~annshard._store._shard.write_shard`).
     """
     X, obs = load_bucket(layout, k, buffers)
     # the layers and obsm arrays, permuted like X (the same generator, the same rows)
@@ -230,7 +253,16 @@ def gather_bucket(
     ]
     src = None if var_from is None else root[var_from]
     nnz = write_shard(
-        root, name, X=X, obs=obs, var=layout.genes.var, spec=stored.storage, var_from=src, matrices=matrices
+        root,
+        name,
+        X=X,
+        obs=obs,
+        var=layout.genes.var,
+        spec=stored.storage,
+        var_from=src,
+        matrices=matrices,
+        frames=frames,
+        pending=pending,
     )
     del X, obs, matrices
     for path in [] if keep_files else layout.workdir.glob(f"*/{k:05d}.*"):
