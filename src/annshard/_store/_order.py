@@ -137,7 +137,8 @@ def write_plain_1d(array: zarr.Array, directory: Path, values: np.ndarray) -> bo
     """Write ``values`` (all of the 1-D ``array``, just created, in the local ``directory``) without zarr.
 
     The files are exactly those zarr writes through zarrs followed by :func:`order_array_chunks` (see the
-    module docstring). Values stored through the counts filter must be whole numbers in the stored
+    module docstring). ``values`` are in the array's dtype, or, through the counts filter, already the
+    stored integers; values stored through the counts filter must be whole numbers in the stored
     type's range (the writer checked them). Returns ``False``, having written nothing, where it cannot
     reproduce zarr's files; the caller then writes through zarr.
     """
@@ -145,11 +146,13 @@ def write_plain_1d(array: zarr.Array, directory: Path, values: np.ndarray) -> bo
 
     if zarr.config.get("array.write_empty_chunks", False):
         return False
-    plain = plain_stored_dtype(array.metadata.to_dict(), values.dtype)
+    plain = plain_stored_dtype(array.metadata.to_dict(), np.dtype(array.dtype))
     n = values.shape[0]
     if plain is None or values.ndim != 1 or tuple(array.shape) != (n,) or n == 0:
         return False
     stored_dtype, sharded = plain
+    if values.dtype not in (np.dtype(array.dtype), stored_dtype):
+        return False
     chunk = int(array.chunks[0])
     shard = int(array.shards[0]) if sharded and array.shards is not None else chunk
     n_chunks = -(-n // chunk)

@@ -53,12 +53,14 @@ def _write_1d(
     shard: int,
     counts: bool = False,
     indices: bool = False,
+    dtype: np.dtype | None = None,
 ) -> None:
+    """Write a 1-D array; ``dtype``: the array's, when ``values`` are the counts filter's stored integers."""
     chunks, shards = _chunking(values.shape[0], chunk, shard)
     arr = group.create_array(
         name,
         shape=values.shape,
-        dtype=values.dtype,
+        dtype=values.dtype if dtype is None else dtype,
         chunks=chunks,
         shards=shards,
         filters=spec.counts_filters() if counts else (),
@@ -196,11 +198,12 @@ def _write_x(g: zarr.Group, X: sp.csr_matrix | np.ndarray | Any, spec: StorageSp
         _write_1d(
             xg,
             "data",
-            np.ascontiguousarray(X.data, dtype=spec.data_dtype),
+            _stored_values(X.data, spec),
             spec,
             chunk=spec.chunk_elems,
             shard=spec.shard_elems,
             counts=True,
+            dtype=np.dtype(spec.data_dtype),
         )
         _write_1d(
             xg,
@@ -240,6 +243,17 @@ def _write_x(g: zarr.Group, X: sp.csr_matrix | np.ndarray | Any, spec: StorageSp
             _order(g, key, arr)
         nnz = int(dense.size)
     return nnz
+
+
+def _stored_values(values: np.ndarray, spec: StorageSpec) -> np.ndarray:
+    """Return CSR values ready for ``X/data``: the counts filter's stored integers, or ``data_dtype`` values.
+
+    Counts arrive as compact ``uint16`` bucket values (:mod:`annshard._write._compact`): they are the stored
+    integers (narrowed to ``counts_dtype``; the counts decision saw that they fit).
+    """
+    if spec.counts_dtype is not None and values.dtype.kind == "u" and values.dtype.itemsize <= 2:
+        return np.ascontiguousarray(values, dtype=spec.counts_dtype)
+    return np.ascontiguousarray(values, dtype=spec.data_dtype)
 
 
 @dataclass(frozen=True)

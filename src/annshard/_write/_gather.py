@@ -28,6 +28,7 @@ from annshard._csr import row_gather
 from annshard._store._manifest import ShardInfo, shard_name
 from annshard._store._shard import write_shard
 
+from ._compact import load_values
 from ._memory import Buffers, trim
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ def _load_matrix(
         rowlen = _load(layout, k, f"{prefix}rowlen", np.int64, n)
         indptr = np.concatenate([[0], np.cumsum(rowlen)])
         nnz = int(indptr[-1])
-        data = _load(layout, k, f"{prefix}data", vdt, nnz)
+        data = load_values(layout, k, prefix, vdt, nnz)  # uint16 where every part's values are compact
         indices = _load(layout, k, f"{prefix}indices", np.dtype(storage.indices_dtype), nnz)
         return take_rows(data, indices, indptr, perm, n_cols, buffers=buffers, key=f"out.{prefix}")
     flat = _load(layout, k, f"{prefix}data", vdt, n * n_cols)

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ._compact import SUFFIX, compact_values, eligible
 from ._counts import ValueStats, check_exact
 from ._gather import CSRParts, take_rows
 from ._memory import Buffers, trim
@@ -248,6 +249,7 @@ def scatter_task(layout: Layout, task: ScatterTask, progress: Callable[[int], No
     step = layout.block_rows[task.i]
     k_all = np.arange(layout.n_buckets, dtype=np.int32)
     buffers = Buffers()  # one piece after another in the same pages
+    compact = [eligible(layout.spec), *(eligible(m.spec.storage) for m in layout.matrices)]  # :mod:`._compact`
     for b, counts in enumerate(task.counts):
         b_start = task.start + b * step
         b_stop = min(task.stop, b_start + step)
@@ -257,7 +259,7 @@ def scatter_task(layout: Layout, task: ScatterTask, progress: Callable[[int], No
             p1 = min(b_stop, p0 + task.piece_rows)
             lab = labels[p0 - b_start : p1 - b_start]
             piece_counts = np.bincount(lab, minlength=layout.n_buckets).astype(np.int64)
-            _scatter_block(part, task.i, src, readers, p0, p1, lab, piece_counts, stats, buffers)
+            _scatter_block(part, task.i, src, readers, p0, p1, lab, piece_counts, stats, buffers, compact)
             trim()
             if progress is not None:
                 progress(p1 - p0)
@@ -344,8 +346,13 @@ def _scatter_block(
     counts: np.ndarray,
     stats: list[ValueStats],
     buffers: Buffers | None = None,
+    compact: list[bool] | None = None,
 ) -> None:
-    """Scatter rows ``start:stop`` of source ``i``; ``stats``: its value statistics of ``X``, then of each matrix."""
+    """Scatter rows ``start:stop`` of source ``i``; ``stats``: its value statistics of ``X``, then of each matrix.
+
+    ``compact``: per matrix (``X`` first), whether the part's values files are still compact (:mod:`._compact`).
+    """
+    compact = [False] * len(stats) if compact is None else compact
     order = np.argsort(labels, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(counts)])
     block = src.read_x(start, stop)
@@ -355,12 +362,13 @@ def _scatter_block(
         check_exact(block.data if sp.issparse(block) else block.ravel(), layout.value_dtype, src.label, src.element)
     X = reindex_block(block, layout, i)
     del block
+    small = None
     if sp.issparse(X) and layout.spec.counts_dtype is not None:
-        stats[0].update(X.data)
-    X = _permute(X, order, layout.index_dtype, buffers)
+        small = _value_stats(X.data, stats[0], compact, 0)
+    X = _permute(X, order, layout.index_dtype, buffers, data=small)
     # layers and obsm arrays: the same rows, in the same order, into their own bucket files
     extras = [
-        _read_matrix(layout, plan, src, i, start, stop, order, st, buffers, f"m{j}")
+        _read_matrix(layout, plan, src, i, start, stop, order, st, buffers, f"m{j}", compact, j + 1)
         for j, (plan, st) in enumerate(zip(layout.matrices, stats[1:], strict=True))
     ]
     rows = (np.arange(start, stop, dtype=np.int64))[order]
@@ -369,9 +377,9 @@ def _scatter_block(
     code = np.int32(layout.source_codes[i])
     for k in np.flatnonzero(counts):
         r0, r1 = int(bounds[k]), int(bounds[k + 1])
-        _append_rows(layout, k, "", X, r0, r1)
+        _append_rows(layout, k, "", X, r0, r1, compact=compact[0])
         for j, M in enumerate(extras):
-            _append_rows(layout, k, f"m{j}.", M, r0, r1)
+            _append_rows(layout, k, f"m{j}.", M, r0, r1, compact=compact[j + 1])
         _append(layout.file(k, "src"), np.full(r1 - r0, code, dtype=np.int32))
         _append(layout.file(k, "row"), rows[r0:r1])
         _append_strings(layout, k, "names", names[r0:r1])
@@ -388,8 +396,13 @@ def _permute(
     index_dtype: np.dtype,
     buffers: Buffers | None = None,
     key: str = "x",
+    *,
+    data: np.ndarray | None = None,
 ) -> CSRParts | np.ndarray:
-    """Rows of ``X`` in ``order``: CSR as bare arrays with ``index_dtype`` gene indices (in ``buffers``), or dense."""
+    """Rows of ``X`` in ``order``: CSR as bare arrays with ``index_dtype`` gene indices (in ``buffers``), or dense.
+
+    ``data``: a CSR ``X``'s values to take instead of its own (the same values, compact).
+    """
     if not sp.issparse(X):
         return X[order]
     if buffers is None or X.indices.dtype == index_dtype:
@@ -397,7 +410,8 @@ def _permute(
     else:
         indices = buffers.array(f"{key}.cast", X.indices.shape[0], index_dtype)
         np.copyto(indices, X.indices, casting="unsafe")  # the layout's index dtype holds every gene index
-    return take_rows(X.data, indices, X.indptr, order, X.shape[1], buffers=buffers, key=key)
+    values = X.data if data is None else data
+    return take_rows(values, indices, X.indptr, order, X.shape[1], buffers=buffers, key=key)
 
 
 def _read_matrix(
@@ -411,8 +425,13 @@ def _read_matrix(
     stats: ValueStats,
     buffers: Buffers | None = None,
     key: str = "m",
+    compact: list[bool] | None = None,
+    j: int = 0,
 ) -> CSRParts | np.ndarray:
-    """Rows ``start:stop`` of one layer or obsm array of source ``i``, stored as planned, in ``order``."""
+    """Rows ``start:stop`` of one layer or obsm array of source ``i``, stored as planned, in ``order``.
+
+    ``compact[j]``: whether its values go to compact files (:mod:`._compact`; updated here).
+    """
     storage = plan.spec.storage
     block = src.read_matrix(plan.element, start, stop)
     if block.dtype == np.float16:  # stored as float32 (exact), like X
@@ -425,16 +444,35 @@ def _read_matrix(
     else:
         M = block.toarray() if sp.issparse(block) else np.asarray(block)
         M = M.reshape(stop - start, -1).astype(storage.data_dtype, copy=False)
-    if storage.counts_dtype is not None:
+    small = None
+    if storage.counts_dtype is not None and sp.issparse(M) and compact is not None:
+        small = _value_stats(M.data, stats, compact, j)
+    elif storage.counts_dtype is not None:
         stats.update(M.data if sp.issparse(M) else M.ravel())
-    return _permute(M, order, np.dtype(storage.indices_dtype), buffers, key)
+    return _permute(M, order, np.dtype(storage.indices_dtype), buffers, key, data=small)
 
 
-def _append_rows(layout: Layout, k: int, prefix: str, M: CSRParts | np.ndarray, r0: int, r1: int) -> None:
-    """Append rows ``r0:r1`` of ``M`` to bucket ``k``'s files ``<prefix>data`` (and ``indices``, ``rowlen``)."""
+def _value_stats(values: np.ndarray, stats: ValueStats, compact: list[bool], j: int) -> np.ndarray | None:
+    """Take a block's values into ``stats``; return them compact while matrix ``j``'s part files are."""
+    if compact[j]:
+        small = compact_values(values, stats)
+        if small is not None:
+            return small
+        compact[j] = False  # from this block on, the values as they are, into the part's other files
+    stats.update(values)
+    return None
+
+
+def _append_rows(
+    layout: Layout, k: int, prefix: str, M: CSRParts | np.ndarray, r0: int, r1: int, *, compact: bool = False
+) -> None:
+    """Append rows ``r0:r1`` of ``M`` to bucket ``k``'s files ``<prefix>data`` (and ``indices``, ``rowlen``).
+
+    ``compact``: the values are compact, into ``<prefix>data.u16`` (:mod:`._compact`).
+    """
     if isinstance(M, CSRParts):
         p0, p1 = int(M.indptr[r0]), int(M.indptr[r1])
-        _append(layout.file(k, f"{prefix}data"), M.data[p0:p1])
+        _append(layout.file(k, f"{prefix}data{SUFFIX if compact else ''}"), M.data[p0:p1])
         _append(layout.file(k, f"{prefix}indices"), M.indices[p0:p1])
         _append(layout.file(k, f"{prefix}rowlen"), np.diff(M.indptr[r0 : r1 + 1]))
     else:
