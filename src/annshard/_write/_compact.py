@@ -13,11 +13,13 @@ compare; the comparison is also the value statistics' "whole number" test). From
 the first block that is not, the part appends to ``<prefix>data`` in the stored
 dtype, as before, and never goes back: a bucket's values in one part are its
 compact file followed by its other file, in row order. The gather reads a
-bucket's values as ``uint16`` when every part's are compact (always so when the
-matrix is stored as counts: a value that is not would have made the counts
-decision fail), and in the stored dtype otherwise, widening compact pieces
-(:func:`load_values`); the shard writer narrows or widens what it is given to
-what the shard stores. The shards are the same bytes either way: the counts
+bucket's values in the stored dtype, widening compact pieces (:func:`load_values`):
+its row permutation (scipy's ``csr_row_index``, :mod:`annshard._csr`) is fast for
+4-byte values beside ``uint16`` gene indices and falls back to numpy for two
+``uint16`` arrays (measured: ~3x the permute's CPU), and the shard writer narrows
+them again. So the scatter pass writes, and the gather reads, half the bytes of
+the values; the values are checked (cast, compare) after the scatter's row
+permutation, which stays on the fast path too. The shards are the same bytes either way: the counts
 filter stores exactly these integers.
 
 Only CSR values planned as counts (``counts_dtype`` ``"auto"`` or set) wider than
@@ -51,13 +53,15 @@ def eligible(storage: StorageSpec) -> bool:
     return storage.x_format == "csr" and storage.counts_dtype is not None and dtype.itemsize > COMPACT.itemsize
 
 
-def compact_values(values: np.ndarray, stats: ValueStats) -> np.ndarray | None:
+def compact_values(values: np.ndarray, stats: ValueStats, *, out: np.ndarray | None = None) -> np.ndarray | None:
     """Return ``values`` as ``uint16`` when the cast keeps every one exactly (and update ``stats``), else ``None``.
 
-    ``None`` leaves ``stats`` untouched: the caller then takes the values into account as they are.
+    ``out``: a ``uint16`` array of the same length to cast into. ``None`` leaves ``stats`` untouched: the caller
+    then takes the values into account as they are.
     """
+    compact = np.empty(values.shape[0], dtype=COMPACT) if out is None else out
     with np.errstate(invalid="ignore", over="ignore"):  # NaN, inf and out-of-range values: found unequal below
-        compact = values.astype(COMPACT)
+        np.copyto(compact, values, casting="unsafe")
     if not np.array_equal(compact, values):
         return None
     stats.update(compact)  # the same whole-number range as of ``values``: they are equal
@@ -67,8 +71,8 @@ def compact_values(values: np.ndarray, stats: ValueStats) -> np.ndarray | None:
 def load_values(layout: Layout, k: int, prefix: str, dtype: np.dtype, nnz: int) -> np.ndarray:
     """Bucket ``k``'s values of ``<prefix>data`` from every part, in part order (in a part: compact, then other).
 
-    ``uint16`` when every part's values are compact (always so when the matrix is stored as counts), else
-    ``dtype`` (compact parts widened). The shard writer takes either (:func:`annshard._store._shard.write_shard`).
+    In ``dtype``, compact pieces widened (exact): the gather's row copy is fast for 4-byte values beside
+    ``uint16`` gene indices, not for two ``uint16`` arrays (``annshard._csr``).
 
     Raises
     ------
@@ -81,7 +85,7 @@ def load_values(layout: Layout, k: int, prefix: str, dtype: np.dtype, nnz: int) 
         for name, dt in ((f"{k:05d}.{key}{SUFFIX}", COMPACT), (f"{k:05d}.{key}", dtype)):
             if (part / name).exists():
                 parts.append((part / name, dt))
-    out_dtype = COMPACT if parts and all(dt == COMPACT for _, dt in parts) else dtype
+    out_dtype = dtype
     sizes = [path.stat().st_size for path, _ in parts]
     for (path, dt), size in zip(parts, sizes, strict=True):
         if size % dt.itemsize:

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._compact import SUFFIX, compact_values, eligible
+from ._compact import COMPACT, SUFFIX, compact_values, eligible
 from ._counts import ValueStats, check_exact
 from ._gather import CSRParts, take_rows
 from ._memory import Buffers, trim
@@ -362,10 +362,10 @@ def _scatter_block(
         check_exact(block.data if sp.issparse(block) else block.ravel(), layout.value_dtype, src.label, src.element)
     X = reindex_block(block, layout, i)
     del block
-    small = None
-    if sp.issparse(X) and layout.spec.counts_dtype is not None:
-        small = _value_stats(X.data, stats[0], compact, 0)
-    X = _permute(X, order, layout.index_dtype, buffers, data=small)
+    counted = sp.issparse(X) and layout.spec.counts_dtype is not None
+    X = _permute(X, order, layout.index_dtype, buffers)  # values in their dtype: scipy's fast row copy
+    if counted:
+        X = _value_stats(X, stats[0], compact, 0, buffers, "x")
     # layers and obsm arrays: the same rows, in the same order, into their own bucket files
     extras = [
         _read_matrix(layout, plan, src, i, start, stop, order, st, buffers, f"m{j}", compact, j + 1)
@@ -396,13 +396,8 @@ def _permute(
     index_dtype: np.dtype,
     buffers: Buffers | None = None,
     key: str = "x",
-    *,
-    data: np.ndarray | None = None,
 ) -> CSRParts | np.ndarray:
-    """Rows of ``X`` in ``order``: CSR as bare arrays with ``index_dtype`` gene indices (in ``buffers``), or dense.
-
-    ``data``: a CSR ``X``'s values to take instead of its own (the same values, compact).
-    """
+    """Rows of ``X`` in ``order``: CSR as bare arrays with ``index_dtype`` gene indices (in ``buffers``), or dense."""
     if not sp.issparse(X):
         return X[order]
     if buffers is None or X.indices.dtype == index_dtype:
@@ -410,8 +405,7 @@ def _permute(
     else:
         indices = buffers.array(f"{key}.cast", X.indices.shape[0], index_dtype)
         np.copyto(indices, X.indices, casting="unsafe")  # the layout's index dtype holds every gene index
-    values = X.data if data is None else data
-    return take_rows(values, indices, X.indptr, order, X.shape[1], buffers=buffers, key=key)
+    return take_rows(X.data, indices, X.indptr, order, X.shape[1], buffers=buffers, key=key)
 
 
 def _read_matrix(
@@ -444,23 +438,26 @@ def _read_matrix(
     else:
         M = block.toarray() if sp.issparse(block) else np.asarray(block)
         M = M.reshape(stop - start, -1).astype(storage.data_dtype, copy=False)
-    small = None
-    if storage.counts_dtype is not None and sp.issparse(M) and compact is not None:
-        small = _value_stats(M.data, stats, compact, j)
-    elif storage.counts_dtype is not None:
+    if storage.counts_dtype is not None and not (sp.issparse(M) and compact is not None):
         stats.update(M.data if sp.issparse(M) else M.ravel())
-    return _permute(M, order, np.dtype(storage.indices_dtype), buffers, key, data=small)
+    P = _permute(M, order, np.dtype(storage.indices_dtype), buffers, key)
+    if storage.counts_dtype is not None and isinstance(P, CSRParts) and compact is not None:
+        P = _value_stats(P, stats, compact, j, buffers, key)
+    return P
 
 
-def _value_stats(values: np.ndarray, stats: ValueStats, compact: list[bool], j: int) -> np.ndarray | None:
-    """Take a block's values into ``stats``; return them compact while matrix ``j``'s part files are."""
+def _value_stats(
+    M: CSRParts, stats: ValueStats, compact: list[bool], j: int, buffers: Buffers | None, key: str
+) -> CSRParts:
+    """Take a block's values into ``stats``; return it with compact values while matrix ``j``'s part files are."""
     if compact[j]:
-        small = compact_values(values, stats)
+        out = None if buffers is None else buffers.array(f"{key}.compact", M.data.shape[0], COMPACT)
+        small = compact_values(M.data, stats, out=out)
         if small is not None:
-            return small
+            return dataclasses.replace(M, data=small)
         compact[j] = False  # from this block on, the values as they are, into the part's other files
-    stats.update(values)
-    return None
+    stats.update(M.data)
+    return M
 
 
 def _append_rows(
