@@ -55,7 +55,7 @@ def _instrument() -> None:
     _wrap(_passes, "scatter", "scatter pass")
     _wrap(_store.StoreSource, "read_matrix", "  read source X block")
     _wrap(_counts.ValueStats, "update", "  value statistics")
-    _wrap(_scatter, "_value_stats", "  counts check + uint16 cast")
+    _wrap(_scatter, "compact_block", "  counts check + uint16 cast")
     _wrap(_scatter, "_permute", "  sort rows by bucket")
     _wrap(_store.StoreSource, "read_obs_names", "  read obs names")
     _wrap(_scatter._ColumnReader, "read", "  read obs columns")

@@ -29,6 +29,7 @@ part fails) and then written as before.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,9 +38,11 @@ if TYPE_CHECKING:
     from annshard._store._manifest import StorageSpec
 
     from ._counts import ValueStats
+    from ._gather import CSRParts
     from ._layout import Layout
+    from ._memory import Buffers
 
-__all__ = ["COMPACT", "SUFFIX", "compact_values", "eligible", "load_values"]
+__all__ = ["COMPACT", "SUFFIX", "compact_block", "compact_values", "eligible", "load_values"]
 
 COMPACT = np.dtype(np.uint16)
 """The dtype of compact bucket values."""
@@ -66,6 +69,24 @@ def compact_values(values: np.ndarray, stats: ValueStats, *, out: np.ndarray | N
         return None
     stats.update(compact)  # the same whole-number range as of ``values``: they are equal
     return compact
+
+
+def compact_block(
+    M: CSRParts, stats: ValueStats, compact: list[bool], j: int, buffers: Buffers | None, key: str
+) -> CSRParts:
+    """Take a permuted block's values into ``stats``; return it with compact values while matrix ``j``'s are.
+
+    ``compact[j]``: whether the scatter part's values files of matrix ``j`` are still compact (set to ``False``
+    at its first block that is not counts). ``buffers``: the cast goes into ``<key>.compact``.
+    """
+    if compact[j]:
+        out = None if buffers is None else buffers.array(f"{key}.compact", M.data.shape[0], COMPACT)
+        small = compact_values(M.data, stats, out=out)
+        if small is not None:
+            return dataclasses.replace(M, data=small)
+        compact[j] = False  # from this block on, the values as they are, into the part's other files
+    stats.update(M.data)
+    return M
 
 
 def load_values(layout: Layout, k: int, prefix: str, dtype: np.dtype, nnz: int) -> np.ndarray:

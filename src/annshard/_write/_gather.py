@@ -160,11 +160,21 @@ def _load_matrix(
 def load_bucket(layout: Layout, k: int, buffers: Buffers | None = None) -> tuple[CSRParts | np.ndarray, pd.DataFrame]:
     """Load bucket ``k`` (its files as the layout planned them) and permute its rows; returns ``X`` and ``obs``.
 
-    With ``buffers``, a CSR ``X`` lives in its arrays (valid until the next bucket's).
+    With ``buffers``, a CSR ``X`` lives in its arrays (valid until the next bucket's). ``obs`` (Python-bound:
+    strings decoded, pandas columns) is built in a thread while this one reads and permutes ``X`` (file reads and
+    scipy's row copy release the GIL).
     """
     n = layout.shard_rows[k]
     perm = layout.rng(1, k).permutation(n)
-    X = _load_matrix(layout, k, "", layout.spec, layout.genes.n_vars, perm, buffers)
+    with ThreadPoolExecutor(1, thread_name_prefix="annshard-obs") as pool:
+        obs = pool.submit(_load_obs, layout, k, perm)
+        X = _load_matrix(layout, k, "", layout.spec, layout.genes.n_vars, perm, buffers)
+        return X, obs.result()
+
+
+def _load_obs(layout: Layout, k: int, perm: np.ndarray) -> pd.DataFrame:
+    """Bucket ``k``'s obs, its rows in ``perm`` order."""
+    n = perm.shape[0]
     names = _load_strings(layout, k, "names", n)[perm]
     columns: dict[str, object] = {}
     for j, col in enumerate(layout.columns):
@@ -182,8 +192,7 @@ def load_bucket(layout: Layout, k: int, buffers: Buffers | None = None) -> tuple
     src = _load(layout, k, "src", np.int32, n)[perm]
     columns["source"] = pd.Categorical.from_codes(src, categories=pd.Index(layout.source_names))
     columns["source_row"] = _load(layout, k, "row", np.int64, n)[perm]
-    obs = pd.DataFrame(columns, index=pd.Index(names))
-    return X, obs
+    return pd.DataFrame(columns, index=pd.Index(names))
 
 
 def gather(

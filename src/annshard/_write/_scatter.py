@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._compact import COMPACT, SUFFIX, compact_values, eligible
+from ._compact import SUFFIX, compact_block, eligible
 from ._counts import ValueStats, check_exact
 from ._gather import CSRParts, take_rows
 from ._memory import Buffers, trim
@@ -365,7 +365,7 @@ def _scatter_block(
     counted = sp.issparse(X) and layout.spec.counts_dtype is not None
     X = _permute(X, order, layout.index_dtype, buffers)  # values in their dtype: scipy's fast row copy
     if counted:
-        X = _value_stats(X, stats[0], compact, 0, buffers, "x")
+        X = compact_block(X, stats[0], compact, 0, buffers, "x")
     # layers and obsm arrays: the same rows, in the same order, into their own bucket files
     extras = [
         _read_matrix(layout, plan, src, i, start, stop, order, st, buffers, f"m{j}", compact, j + 1)
@@ -442,22 +442,8 @@ def _read_matrix(
         stats.update(M.data if sp.issparse(M) else M.ravel())
     P = _permute(M, order, np.dtype(storage.indices_dtype), buffers, key)
     if storage.counts_dtype is not None and isinstance(P, CSRParts) and compact is not None:
-        P = _value_stats(P, stats, compact, j, buffers, key)
+        P = compact_block(P, stats, compact, j, buffers, key)
     return P
-
-
-def _value_stats(
-    M: CSRParts, stats: ValueStats, compact: list[bool], j: int, buffers: Buffers | None, key: str
-) -> CSRParts:
-    """Take a block's values into ``stats``; return it with compact values while matrix ``j``'s part files are."""
-    if compact[j]:
-        out = None if buffers is None else buffers.array(f"{key}.compact", M.data.shape[0], COMPACT)
-        small = compact_values(M.data, stats, out=out)
-        if small is not None:
-            return dataclasses.replace(M, data=small)
-        compact[j] = False  # from this block on, the values as they are, into the part's other files
-    stats.update(M.data)
-    return M
 
 
 def _append_rows(
