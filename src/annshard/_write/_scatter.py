@@ -348,10 +348,7 @@ def _scatter_block(
     buffers: Buffers | None = None,
     compact: list[bool] | None = None,
 ) -> None:
-    """Scatter rows ``start:stop`` of source ``i``; ``stats``: its value statistics of ``X``, then of each matrix.
-
-    ``compact``: per matrix (``X`` first), whether the part's values files are still compact (:mod:`._compact`).
-    """
+    """Scatter rows ``start:stop`` of source ``i``; ``stats``, ``compact`` (:mod:`._compact`): ``X``, then matrices."""
     compact = [False] * len(stats) if compact is None else compact
     order = np.argsort(labels, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(counts)])
@@ -422,10 +419,7 @@ def _read_matrix(
     compact: list[bool] | None = None,
     j: int = 0,
 ) -> CSRParts | np.ndarray:
-    """Rows ``start:stop`` of one layer or obsm array of source ``i``, stored as planned, in ``order``.
-
-    ``compact[j]``: whether its values go to compact files (:mod:`._compact`; updated here).
-    """
+    """Rows ``start:stop`` of one layer or obsm array of source ``i``, stored as planned, in ``order``."""
     storage = plan.spec.storage
     block = src.read_matrix(plan.element, start, stop)
     if block.dtype == np.float16:  # stored as float32 (exact), like X
@@ -449,10 +443,7 @@ def _read_matrix(
 def _append_rows(
     layout: Layout, k: int, prefix: str, M: CSRParts | np.ndarray, r0: int, r1: int, *, compact: bool = False
 ) -> None:
-    """Append rows ``r0:r1`` of ``M`` to bucket ``k``'s files ``<prefix>data`` (and ``indices``, ``rowlen``).
-
-    ``compact``: the values are compact, into ``<prefix>data.u16`` (:mod:`._compact`).
-    """
+    """Append rows ``r0:r1`` of ``M`` to bucket ``k``'s ``<prefix>data`` (``.u16``: compact), indices, rowlen."""
     if isinstance(M, CSRParts):
         p0, p1 = int(M.indptr[r0]), int(M.indptr[r1])
         _append(layout.file(k, f"{prefix}data{SUFFIX if compact else ''}"), M.data[p0:p1])
