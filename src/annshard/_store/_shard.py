@@ -248,8 +248,9 @@ def _write_x(g: zarr.Group, X: sp.csr_matrix | np.ndarray | Any, spec: StorageSp
 def _stored_values(values: np.ndarray, spec: StorageSpec) -> np.ndarray:
     """Return CSR values ready for ``X/data``: the counts filter's stored integers, or ``data_dtype`` values.
 
-    Counts arrive as compact ``uint16`` bucket values (:mod:`annshard._write._compact`): they are the stored
-    integers (narrowed to ``counts_dtype``; the counts decision saw that they fit).
+    Counts given as unsigned integers of at most 2 bytes (such as the compact values of
+    :mod:`annshard._write._compact`) are the stored integers already: narrowed to ``counts_dtype`` (the counts
+    decision saw that they fit), not widened to ``data_dtype`` and narrowed again.
     """
     if spec.counts_dtype is not None and values.dtype.kind == "u" and values.dtype.itemsize <= 2:
         return np.ascontiguousarray(values, dtype=spec.counts_dtype)
