@@ -6,7 +6,8 @@ Usage::
 
 The timers wrap module functions of ``annshard._write`` / ``annshard._store`` for this process only (profiling, not
 tests). ``thread CPU`` is the calling thread's CPU (``time.thread_time``); ``process CPU`` counts every thread
-(zarrs' encoder pool, the obs/var writer thread), so nested and concurrent stages overlap in that column.
+(zarrs' pool, the obs/var writer thread ``annshard-frames``, which runs beside the next bucket's load), so nested
+and concurrent stages overlap in that column.
 annshard's lazy write import is resolved before the clock starts.
 """
 
@@ -54,17 +55,20 @@ def _instrument() -> None:
     _wrap(_passes, "scatter", "scatter pass")
     _wrap(_store.StoreSource, "read_matrix", "  read source X block")
     _wrap(_counts.ValueStats, "update", "  value statistics")
+    _wrap(_scatter, "compact_block", "  counts check + uint16 cast")
     _wrap(_scatter, "_permute", "  sort rows by bucket")
     _wrap(_store.StoreSource, "read_obs_names", "  read obs names")
     _wrap(_scatter._ColumnReader, "read", "  read obs columns")
     _wrap(_scatter, "_append", "  append to bucket files")
     _wrap(_passes, "gather", "gather pass")
-    _wrap(_gather, "_load", "  read bucket files")
+    _wrap(_gather, "_load", "  read bucket files (not values)")
+    _wrap(_gather, "load_values", "  read bucket values")
     _wrap(_gather, "take_rows", "  permute rows")
     _wrap(_gather, "load_bucket", "  load bucket (both above, obs)")
-    _wrap(_gather, "write_shard", "  write shard (zarrs, obs/var)")
-    _wrap(_shard, "_write_frames", "    obs/var/empty elements")
-    _wrap(_shard, "order_array_chunks", "    chunk-order rewrite")
+    _wrap(_gather, "write_shard", "  write shard (X; obs/var left running)")
+    _wrap(_shard, "write_plain_1d", "    X arrays written directly")
+    _wrap(_shard, "order_array_chunks", "    chunk-order rewrite (zarrs-written)")
+    _wrap(_shard, "_write_frames", "  obs/var/empty (frames thread)")
 
 
 def main() -> None:

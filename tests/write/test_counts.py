@@ -131,3 +131,50 @@ def test_value_stats():
     st.update(np.array([np.inf], dtype=np.float32))
     assert not st.whole and "not whole" in st.describe()
     assert ValueStats().fits(np.dtype(np.uint8))  # no values at all
+
+
+# -- compact bucket values (annshard._write._compact): counts travel as uint16 through the bucket files ------------
+def _record_mixed_parts(monkeypatch) -> list[str]:
+    """Record the values files (``<prefix>``) of the buckets the gather loads from a part with both kinds of file."""
+    from annshard._write import _gather
+
+    mixed: list[str] = []
+    load = _gather.load_values
+
+    def recorded(layout, k, prefix, dtype, nnz):
+        for part in layout.workdir.iterdir():
+            if (part / f"{k:05d}.{prefix}data.u16").exists() and (part / f"{k:05d}.{prefix}data").exists():
+                mixed.append(prefix)
+        return load(layout, k, prefix, dtype, nnz)
+
+    monkeypatch.setattr(_gather, "load_values", recorded)
+    return mixed
+
+
+@pytest.mark.parametrize(
+    ("change", "why"), [(lambda d: d * 0.5, "fractions"), (lambda d: d + 70000, "above uint16")], ids=["frac", "big"]
+)
+def test_a_part_whose_later_rows_are_not_counts(tmp_path, roundtrip, monkeypatch, change, why):
+    a, b = _counts(200, 4), _counts(200, 5)
+    late = b.X.indptr[150]  # rows 150- of b are not counts: b's first blocks were written compact
+    b.X.data[late:] = change(b.X.data[late:]).astype(np.float32)
+    mixed = _record_mixed_parts(monkeypatch)
+    coll = annshard.write_collection({"a": a, "b": b}, tmp_path / "c.zarr", memory_budget=20_000, n_obs_per_shard=90)
+    assert set(mixed) == {""}, why  # b's part of X: compact values, then the others
+    assert coll.manifest.storage.counts_dtype is None
+    roundtrip(coll, {"a": a, "b": b})
+
+
+def test_compact_counts_layer_beside_normalised_x(tmp_path, roundtrip, monkeypatch):
+    a = _counts(120, 6)
+    a.layers["counts"] = a.X.copy()
+    a.layers["counts"].data[-1] = 0.25  # the layer's last block is not counts
+    a.X = a.X.copy()
+    a.X.data = np.log1p(a.X.data).astype(np.float32)
+    mixed = _record_mixed_parts(monkeypatch)
+    coll = annshard.write_collection({"a": a}, tmp_path / "c.zarr", layers=["counts"], memory_budget=20_000)
+    assert set(mixed) == {
+        "m0."
+    }  # X never compact (normalised: its first block is not counts); the layer until its last
+    assert coll.manifest.matrices[0].storage.counts_dtype is None and coll.manifest.storage.counts_dtype is None
+    roundtrip(coll, {"a": a})

@@ -71,3 +71,79 @@ def test_assert_identical_collections_names_the_difference(tmp_path):
     assert_identical_collections(a.path, a.path)
     with pytest.raises(AssertionError, match="differ in"):
         assert_identical_collections(a.path, b.path)
+
+
+def _files(directory):
+    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("n", "chunk", "shard", "kind"),
+    [
+        (70_001, 1000, 16_000, "counts"),  # partial last chunk and shard file
+        (64_000, 1000, 16_000, "counts"),  # whole chunks, whole shards
+        (5_000, 5_000, 5_000, "float"),  # one chunk: not sharded
+        (33_333, 2048, 2**16, "indices"),  # one partial shard file
+        (10_000, 512, 4096, "int64"),  # codec "none"
+    ],
+    ids=["counts-partial", "counts-whole", "unsharded", "indices-one-shard", "indptr"],
+)
+def test_plain_writer_matches_zarrs_byte_for_byte(tmp_path, n, chunk, shard, kind):
+    from annshard._config import zarr_config
+    from annshard._store import _order, _shard
+    from annshard._store._spec import StorageSpec
+
+    rng = np.random.default_rng(n)
+    values = {
+        "counts": rng.integers(1, 3000, n).astype(np.float32),
+        "float": rng.random(n, dtype=np.float32) + np.float32(0.01),
+        "indices": rng.integers(1, 20_000, n).astype(np.uint16),
+        "int64": np.cumsum(rng.integers(1, 9, n)).astype(np.int64),
+    }[kind]
+    spec = StorageSpec(
+        counts_dtype="uint16" if kind == "counts" else None,
+        codec="none" if kind == "int64" else "lz4",
+        indices_codec="none",
+        values_codec="none",
+        counts_codec="none",
+    )
+    counts = kind in ("counts", "float")
+    with zarr_config():
+        for name in ("zarrs", "plain"):
+            group = zarr.open_group(tmp_path / name, mode="w", zarr_format=3)
+            chunks, shards = _shard._chunking(n, chunk, shard)
+            arr = group.create_array(
+                "a",
+                shape=values.shape,
+                dtype=values.dtype,
+                chunks=chunks,
+                shards=shards,
+                filters=spec.counts_filters() if counts else (),
+                compressors=spec.compressors(counts=counts, indices=kind == "indices"),
+                fill_value=0,
+            )
+            if name == "plain":
+                assert _order.write_plain_1d(arr, tmp_path / name / "a", values)
+            else:  # through zarr(s), then put in chunk order: what the writer did before
+                arr[...] = values
+                _order.order_array_chunks(arr, tmp_path / name / "a")
+    assert _files(tmp_path / "plain") == _files(tmp_path / "zarrs")
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "plain" / "a", mode="r")[...], values)
+
+
+def test_plain_writer_declines_what_zarr_skips(tmp_path):
+    """An inner chunk of zeros is not stored by zarr: the direct writer leaves such an array to zarr."""
+    from annshard._store._order import write_plain_1d
+
+    values = np.arange(1, 4001, dtype=np.uint16)
+    values[1000:2000] = 0
+    arr = zarr.create_array(
+        tmp_path / "a", shape=values.shape, dtype=values.dtype, chunks=(1000,), shards=(4000,), fill_value=0
+    )
+    assert not write_plain_1d(arr, tmp_path / "a", values)
+    assert not (tmp_path / "a" / "c").exists()
+    compressed = zarr.create_array(
+        tmp_path / "b", shape=(4000,), dtype=np.uint16, chunks=(1000,), shards=(4000,), fill_value=0
+    )
+    assert compressed.metadata.to_dict()["codecs"][0]["configuration"]["codecs"][-1]["name"] == "zstd"
+    assert not write_plain_1d(compressed, tmp_path / "b", values + 1)

@@ -12,13 +12,28 @@ collection's own, not yet published, files are touched.
 
 Only the layout annshard writes is handled (``index_location="end"``, index codecs
 ``bytes`` little-endian + ``crc32c``); anything else is left as it is.
+
+Uncompressed 1-D arrays (the default layout: counts as ``uint16``, normalised
+``float32`` values, ``uint16`` gene indices, ``int64`` row pointers) need no codec
+at all, so :func:`write_plain_1d` writes their files directly, in that same
+sequential layout: each shard file is its inner chunks' bytes in order (the last
+one padded with the fill value 0), then the index and its CRC32C; an array with
+one chunk is that chunk's bytes. It reproduces what zarrs writes byte for byte
+(``tests/write/test_determinism.py`` compares them), at one ``write`` per file
+instead of zarrs' encode and this module's rewrite. Whatever it does not
+reproduce exactly it declines (returns ``False``) and the caller writes through
+zarr: a codec chain other than ``[numcodecs.fixedscaleoffset (scale 1, offset 0)?,
+bytes]`` with ``[bytes, crc32c]`` at the end of each shard, a big-endian dtype,
+``array.write_empty_chunks`` set, or an inner chunk whose values are all zero
+(zarr skips those; rare in CSR values and gene indices).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import google_crc32c
 import numpy as np
@@ -26,7 +41,7 @@ import numpy as np
 if TYPE_CHECKING:
     import zarr
 
-__all__ = ["order_array_chunks", "order_inner_chunks"]
+__all__ = ["order_array_chunks", "order_inner_chunks", "plain_stored_dtype", "write_plain_1d"]
 
 _EMPTY = np.uint64(2**64 - 1)
 
@@ -76,3 +91,95 @@ def order_array_chunks(array: zarr.Array, directory: Path) -> int:
     if not root.is_dir():
         return 0
     return sum(order_inner_chunks(p, n_inner) for p in sorted(root.rglob("*")) if p.is_file())
+
+
+def _is_bytes_le(codec: dict[str, Any]) -> bool:
+    return codec.get("name") == "bytes" and (codec.get("configuration") or {}).get("endian", "little") == "little"
+
+
+def plain_stored_dtype(metadata: dict[str, Any], dtype: np.dtype) -> tuple[np.dtype, bool] | None:
+    """Return the stored dtype of an uncompressed 1-D array (zarr v3 ``metadata`` dict) and whether it is sharded.
+
+    ``None`` when :func:`write_plain_1d` cannot reproduce its files: any codec beyond an optional
+    ``numcodecs.fixedscaleoffset`` (scale 1, offset 0, into an unsigned integer) and little-endian ``bytes``,
+    a shard index other than ``[bytes, crc32c]`` at the end, a fill value other than 0, or ``dtype``
+    not little-endian numeric.
+    """
+    if sys.byteorder != "little" or dtype.kind not in "biuf" or dtype.byteorder == ">":
+        return None
+    if metadata.get("fill_value") not in (0, 0.0) or len(metadata.get("shape", ())) != 1:
+        return None
+    codecs = list(metadata.get("codecs", ()))
+    sharded = len(codecs) == 1 and codecs[0].get("name") == "sharding_indexed"
+    if sharded:
+        cfg = codecs[0].get("configuration") or {}
+        index = list(cfg.get("index_codecs", ()))
+        if cfg.get("index_location", "end") != "end" or len(index) != 2 or not _is_bytes_le(index[0]):
+            return None
+        if index[1].get("name") != "crc32c":
+            return None
+        codecs = list(cfg.get("codecs", ()))
+    stored = dtype
+    if len(codecs) == 2 and codecs[0].get("name") == "numcodecs.fixedscaleoffset":
+        c = codecs[0].get("configuration") or {}
+        if c.get("scale") != 1 or c.get("offset") != 0 or np.dtype(c.get("dtype", "f8")) != dtype:
+            return None
+        stored = np.dtype(c.get("astype", "f8"))
+        if stored.kind != "u" or stored.byteorder == ">":
+            return None
+        codecs = codecs[1:]
+    if len(codecs) != 1 or not _is_bytes_le(codecs[0]):
+        return None
+    return stored, sharded
+
+
+def write_plain_1d(array: zarr.Array, directory: Path, values: np.ndarray) -> bool:
+    """Write ``values`` (all of the 1-D ``array``, just created, in the local ``directory``) without zarr.
+
+    The files are exactly those zarr writes through zarrs followed by :func:`order_array_chunks` (see the
+    module docstring). ``values`` are in the array's dtype, or, through the counts filter, already the
+    stored integers; values stored through the counts filter must be whole numbers in the stored
+    type's range (the writer checked them). Returns ``False``, having written nothing, where it cannot
+    reproduce zarr's files; the caller then writes through zarr.
+    """
+    import zarr
+
+    if zarr.config.get("array.write_empty_chunks", False):
+        return False
+    plain = plain_stored_dtype(array.metadata.to_dict(), np.dtype(array.dtype))
+    n = values.shape[0]
+    if plain is None or values.ndim != 1 or tuple(array.shape) != (n,) or n == 0:
+        return False
+    stored_dtype, sharded = plain
+    if values.dtype not in (np.dtype(array.dtype), stored_dtype):
+        return False
+    chunk = int(array.chunks[0])
+    shard = int(array.shards[0]) if sharded and array.shards is not None else chunk
+    n_chunks = -(-n // chunk)
+    stored = values if stored_dtype == values.dtype else values.astype(stored_dtype)
+    # zarr skips an inner chunk whose values are all the fill value: not reproduced here
+    whole = (n // chunk) * chunk
+    if whole and not np.all(np.any(values[:whole].reshape(-1, chunk), axis=1)):
+        return False
+    if whole < n and not np.any(values[whole:]):
+        return False
+    root = directory / "c"
+    root.mkdir(parents=True, exist_ok=True)
+    size = chunk * stored.itemsize
+    per_shard = shard // chunk
+    raw = memoryview(np.ascontiguousarray(stored)).cast("B")
+    for j in range(-(-n_chunks // per_shard)):
+        first, last = j * per_shard, min(n_chunks, (j + 1) * per_shard)
+        body = raw[first * size : min(n, last * chunk) * stored.itemsize]
+        pad = (last - first) * size - len(body)
+        with (root / str(j)).open("wb") as f:
+            f.write(body)
+            if pad:
+                f.write(bytes(pad))
+            if sharded:
+                index = np.full((per_shard, 2), _EMPTY, dtype="<u8")
+                index[: last - first, 0] = np.arange(last - first, dtype=np.uint64) * np.uint64(size)
+                index[: last - first, 1] = size
+                index_bytes = index.tobytes()
+                f.write(index_bytes + google_crc32c.value(index_bytes).to_bytes(4, "little"))
+    return True

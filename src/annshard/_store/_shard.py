@@ -10,7 +10,7 @@ chunking, zarr sharding, codec and index dtype follow the collection's
 from __future__ import annotations
 
 import shutil
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 import zarr
 
-from ._order import order_array_chunks
+from ._order import order_array_chunks, write_plain_1d
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -53,12 +53,14 @@ def _write_1d(
     shard: int,
     counts: bool = False,
     indices: bool = False,
+    dtype: np.dtype | None = None,
 ) -> None:
+    """Write a 1-D array; ``dtype``: the array's, when ``values`` are the counts filter's stored integers."""
     chunks, shards = _chunking(values.shape[0], chunk, shard)
     arr = group.create_array(
         name,
         shape=values.shape,
-        dtype=values.dtype,
+        dtype=values.dtype if dtype is None else dtype,
         chunks=chunks,
         shards=shards,
         filters=spec.counts_filters() if counts else (),
@@ -66,8 +68,10 @@ def _write_1d(
         fill_value=0,
     )
     if values.shape[0]:
-        arr[...] = values
-        _order(group, name, arr)
+        local = _local_dir(group)
+        if local is None or not write_plain_1d(arr, local / name, values):  # uncompressed: the files, directly
+            arr[...] = values
+            _order(group, name, arr)
 
 
 def _local_dir(group: zarr.Group) -> Path | None:
@@ -108,6 +112,8 @@ def write_shard(
     spec: StorageSpec,
     var_from: zarr.Group | None = None,
     matrices: Sequence[tuple[MatrixSpec, Any]] = (),
+    frames: Executor | None = None,
+    pending: list[Future[None]] | None = None,
 ) -> int:
     """Write one shard as child group ``name`` of ``root``.
 
@@ -134,6 +140,13 @@ def write_shard(
     matrices
         Layers and obsm arrays with the same rows as ``X`` (in the same order), each with its
         manifest entry; written as ``layers/<k>`` / ``obsm/<k>`` with their own storage.
+    frames
+        An executor with one thread that writes obs, var and the empty elements, left running when
+        this returns (they hold no more than the shard's ``obs``): the caller goes on to its next
+        shard meanwhile. Its future is appended to ``pending``; the shard is complete when it is
+        done. Without it, a thread of this call writes them and the shard is complete on return.
+    pending
+        Where the future of ``frames`` goes (required with it).
 
     Returns
     -------
@@ -144,17 +157,33 @@ def write_shard(
     groups = {key: g.create_group(key) for key in ("layers", "obsm")}
     for group in groups.values():
         group.attrs.update(_DICT_ATTRS)
+    for m, values in matrices:
+        if values.shape[0] != X.shape[0] or values.shape[1] != m.n_cols:
+            msg = f"{m.element}: has shape {tuple(values.shape)}, expected ({X.shape[0]}, {m.n_cols})"
+            raise ValueError(msg)
     # obs and var are many small zarr nodes (Python-bound metadata writes): written in a thread while
-    # zarrs encodes X on the other cores
+    # X is written (and, with ``frames``, while the caller prepares its next shard)
+    if frames is not None:
+        assert pending is not None, "write_shard(frames=...) needs pending=[...] for its future"
+        pending.append(frames.submit(_write_frames, g, obs, var, var_from))
+        return _write_matrices(g, groups, X, spec, matrices)
     with ThreadPoolExecutor(1, thread_name_prefix="annshard-frames") as pool:
-        frames = pool.submit(_write_frames, g, obs, var, var_from)
-        nnz = _write_x(g, X, spec)
-        for m, values in matrices:
-            if values.shape[0] != X.shape[0] or values.shape[1] != m.n_cols:
-                msg = f"{m.element}: has shape {tuple(values.shape)}, expected ({X.shape[0]}, {m.n_cols})"
-                raise ValueError(msg)
-            _write_x(groups[m.group], values, m.storage, key=m.name)
-        frames.result()
+        done = pool.submit(_write_frames, g, obs, var, var_from)
+        nnz = _write_matrices(g, groups, X, spec, matrices)
+        done.result()
+    return nnz
+
+
+def _write_matrices(
+    g: zarr.Group,
+    groups: dict[str, zarr.Group],
+    X: Any,
+    spec: StorageSpec,
+    matrices: Sequence[tuple[MatrixSpec, Any]],
+) -> int:
+    nnz = _write_x(g, X, spec)
+    for m, values in matrices:
+        _write_x(groups[m.group], values, m.storage, key=m.name)
     return nnz
 
 
@@ -169,11 +198,12 @@ def _write_x(g: zarr.Group, X: sp.csr_matrix | np.ndarray | Any, spec: StorageSp
         _write_1d(
             xg,
             "data",
-            np.ascontiguousarray(X.data, dtype=spec.data_dtype),
+            _stored_values(X.data, spec),
             spec,
             chunk=spec.chunk_elems,
             shard=spec.shard_elems,
             counts=True,
+            dtype=np.dtype(spec.data_dtype),
         )
         _write_1d(
             xg,
@@ -213,6 +243,18 @@ def _write_x(g: zarr.Group, X: sp.csr_matrix | np.ndarray | Any, spec: StorageSp
             _order(g, key, arr)
         nnz = int(dense.size)
     return nnz
+
+
+def _stored_values(values: np.ndarray, spec: StorageSpec) -> np.ndarray:
+    """Return CSR values ready for ``X/data``: the counts filter's stored integers, or ``data_dtype`` values.
+
+    Counts given as unsigned integers of at most 2 bytes (such as the compact values of
+    :mod:`annshard._write._compact`) are the stored integers already: narrowed to ``counts_dtype`` (the counts
+    decision saw that they fit), not widened to ``data_dtype`` and narrowed again.
+    """
+    if spec.counts_dtype is not None and values.dtype.kind == "u" and values.dtype.itemsize <= 2:
+        return np.ascontiguousarray(values, dtype=spec.counts_dtype)
+    return np.ascontiguousarray(values, dtype=spec.data_dtype)
 
 
 @dataclass(frozen=True)

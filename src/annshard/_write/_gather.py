@@ -16,6 +16,7 @@ the :class:`~annshard.ShardInfo` of each shard it wrote.
 from __future__ import annotations
 
 import os
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ from annshard._csr import row_gather
 from annshard._store._manifest import ShardInfo, shard_name
 from annshard._store._shard import write_shard
 
+from ._compact import load_values
 from ._memory import Buffers, trim
 
 if TYPE_CHECKING:
@@ -148,7 +150,7 @@ def _load_matrix(
         rowlen = _load(layout, k, f"{prefix}rowlen", np.int64, n)
         indptr = np.concatenate([[0], np.cumsum(rowlen)])
         nnz = int(indptr[-1])
-        data = _load(layout, k, f"{prefix}data", vdt, nnz)
+        data = load_values(layout, k, prefix, vdt, nnz)  # uint16 where every part's values are compact
         indices = _load(layout, k, f"{prefix}indices", np.dtype(storage.indices_dtype), nnz)
         return take_rows(data, indices, indptr, perm, n_cols, buffers=buffers, key=f"out.{prefix}")
     flat = _load(layout, k, f"{prefix}data", vdt, n * n_cols)
@@ -158,11 +160,21 @@ def _load_matrix(
 def load_bucket(layout: Layout, k: int, buffers: Buffers | None = None) -> tuple[CSRParts | np.ndarray, pd.DataFrame]:
     """Load bucket ``k`` (its files as the layout planned them) and permute its rows; returns ``X`` and ``obs``.
 
-    With ``buffers``, a CSR ``X`` lives in its arrays (valid until the next bucket's).
+    With ``buffers``, a CSR ``X`` lives in its arrays (valid until the next bucket's). ``obs`` (Python-bound:
+    strings decoded, pandas columns) is built in a thread while this one reads and permutes ``X`` (file reads and
+    scipy's row copy release the GIL).
     """
     n = layout.shard_rows[k]
     perm = layout.rng(1, k).permutation(n)
-    X = _load_matrix(layout, k, "", layout.spec, layout.genes.n_vars, perm, buffers)
+    with ThreadPoolExecutor(1, thread_name_prefix="annshard-obs") as pool:
+        obs = pool.submit(_load_obs, layout, k, perm)
+        X = _load_matrix(layout, k, "", layout.spec, layout.genes.n_vars, perm, buffers)
+        return X, obs.result()
+
+
+def _load_obs(layout: Layout, k: int, perm: np.ndarray) -> pd.DataFrame:
+    """Bucket ``k``'s obs, its rows in ``perm`` order."""
+    n = perm.shape[0]
     names = _load_strings(layout, k, "names", n)[perm]
     columns: dict[str, object] = {}
     for j, col in enumerate(layout.columns):
@@ -180,8 +192,7 @@ def load_bucket(layout: Layout, k: int, buffers: Buffers | None = None) -> tuple
     src = _load(layout, k, "src", np.int32, n)[perm]
     columns["source"] = pd.Categorical.from_codes(src, categories=pd.Index(layout.source_names))
     columns["source_row"] = _load(layout, k, "row", np.int64, n)[perm]
-    obs = pd.DataFrame(columns, index=pd.Index(names))
-    return X, obs
+    return pd.DataFrame(columns, index=pd.Index(names))
 
 
 def gather(
@@ -195,13 +206,32 @@ def gather(
     """Write every bucket of ``layout`` as a shard of ``root``, numbered from ``first_shard``; return their infos."""
     shards: list[ShardInfo] = []
     buffers = Buffers()  # one bucket after another in the same pages
-    for k, rows in enumerate(layout.shard_rows):
-        name = shard_name(first_shard + k)
-        nnz = gather_bucket(layout, stored, k, root, name, var_from=shards[0].name if shards else None, buffers=buffers)
-        shards.append(ShardInfo(name=name, n_obs=rows, nnz=nnz, generation=layout.generation))
-        if progress is not None:
-            progress(rows)
+    pending: list[Future[None]] = []
+    # a shard's obs/var are written in this thread while the next bucket is loaded (they hold only its obs);
+    # one thread, so shards' frames are written in order and the first shard's var exists before it is copied
+    with ThreadPoolExecutor(1, thread_name_prefix="annshard-frames") as frames:
+        try:
+            for k, rows in enumerate(layout.shard_rows):
+                name = shard_name(first_shard + k)
+                var_from = shards[0].name if shards else None
+                nnz = gather_bucket(
+                    layout, stored, k, root, name, var_from=var_from, buffers=buffers, frames=frames, pending=pending
+                )
+                shards.append(ShardInfo(name=name, n_obs=rows, nnz=nnz, generation=layout.generation))
+                _done(pending, wait=False)
+                if progress is not None:
+                    progress(rows)
+        except BaseException:
+            wait(pending)  # the error raised is this one; the shards are not published
+            raise
+        _done(pending, wait=True)
     return shards
+
+
+def _done(pending: list[Future[None]], *, wait: bool) -> None:
+    """Raise the first error of the shards' obs/var writes that are done (all of them, with ``wait``)."""
+    while pending and (wait or pending[0].done()):
+        pending.pop(0).result()
 
 
 def gather_bucket(
@@ -214,12 +244,15 @@ def gather_bucket(
     *,
     keep_files: bool = False,
     buffers: Buffers | None = None,
+    frames: Executor | None = None,
+    pending: list[Future[None]] | None = None,
 ) -> int:
     """Write bucket ``k`` as shard ``name`` of ``root``, delete its files, and return its number of stored values.
 
     ``var_from`` names a shard of ``root`` written before, whose ``var`` is copied. ``keep_files``
     keeps the bucket's files (a distributed gather task may be retried; the driver removes them).
-    ``buffers``: reused for the bucket's CSR arrays (see :class:`~._memory.Buffers`).
+    ``buffers``: reused for the bucket's CSR arrays (see :class:`~._memory.Buffers`). ``frames`` and
+    ``pending``: the shard's obs/var are left to that executor (:func:`~annshard._store._shard.write_shard`).
     """
     X, obs = load_bucket(layout, k, buffers)
     # the layers and obsm arrays, permuted like X (the same generator, the same rows)
@@ -230,7 +263,16 @@ def gather_bucket(
     ]
     src = None if var_from is None else root[var_from]
     nnz = write_shard(
-        root, name, X=X, obs=obs, var=layout.genes.var, spec=stored.storage, var_from=src, matrices=matrices
+        root,
+        name,
+        X=X,
+        obs=obs,
+        var=layout.genes.var,
+        spec=stored.storage,
+        var_from=src,
+        matrices=matrices,
+        frames=frames,
+        pending=pending,
     )
     del X, obs, matrices
     for path in [] if keep_files else layout.workdir.glob(f"*/{k:05d}.*"):

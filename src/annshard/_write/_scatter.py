@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ._compact import SUFFIX, compact_block, eligible
 from ._counts import ValueStats, check_exact
 from ._gather import CSRParts, take_rows
 from ._memory import Buffers, trim
@@ -248,6 +249,7 @@ def scatter_task(layout: Layout, task: ScatterTask, progress: Callable[[int], No
     step = layout.block_rows[task.i]
     k_all = np.arange(layout.n_buckets, dtype=np.int32)
     buffers = Buffers()  # one piece after another in the same pages
+    compact = [eligible(layout.spec), *(eligible(m.spec.storage) for m in layout.matrices)]  # :mod:`._compact`
     for b, counts in enumerate(task.counts):
         b_start = task.start + b * step
         b_stop = min(task.stop, b_start + step)
@@ -257,7 +259,7 @@ def scatter_task(layout: Layout, task: ScatterTask, progress: Callable[[int], No
             p1 = min(b_stop, p0 + task.piece_rows)
             lab = labels[p0 - b_start : p1 - b_start]
             piece_counts = np.bincount(lab, minlength=layout.n_buckets).astype(np.int64)
-            _scatter_block(part, task.i, src, readers, p0, p1, lab, piece_counts, stats, buffers)
+            _scatter_block(part, task.i, src, readers, p0, p1, lab, piece_counts, stats, buffers, compact)
             trim()
             if progress is not None:
                 progress(p1 - p0)
@@ -344,8 +346,10 @@ def _scatter_block(
     counts: np.ndarray,
     stats: list[ValueStats],
     buffers: Buffers | None = None,
+    compact: list[bool] | None = None,
 ) -> None:
-    """Scatter rows ``start:stop`` of source ``i``; ``stats``: its value statistics of ``X``, then of each matrix."""
+    """Scatter rows ``start:stop`` of source ``i``; ``stats``, ``compact`` (:mod:`._compact`): ``X``, then matrices."""
+    compact = [False] * len(stats) if compact is None else compact
     order = np.argsort(labels, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(counts)])
     block = src.read_x(start, stop)
@@ -355,12 +359,13 @@ def _scatter_block(
         check_exact(block.data if sp.issparse(block) else block.ravel(), layout.value_dtype, src.label, src.element)
     X = reindex_block(block, layout, i)
     del block
-    if sp.issparse(X) and layout.spec.counts_dtype is not None:
-        stats[0].update(X.data)
-    X = _permute(X, order, layout.index_dtype, buffers)
+    counted = sp.issparse(X) and layout.spec.counts_dtype is not None
+    X = _permute(X, order, layout.index_dtype, buffers)  # values in their dtype: scipy's fast row copy
+    if counted:
+        X = compact_block(X, stats[0], compact, 0, buffers, "x")
     # layers and obsm arrays: the same rows, in the same order, into their own bucket files
     extras = [
-        _read_matrix(layout, plan, src, i, start, stop, order, st, buffers, f"m{j}")
+        _read_matrix(layout, plan, src, i, start, stop, order, st, buffers, f"m{j}", compact, j + 1)
         for j, (plan, st) in enumerate(zip(layout.matrices, stats[1:], strict=True))
     ]
     rows = (np.arange(start, stop, dtype=np.int64))[order]
@@ -369,9 +374,9 @@ def _scatter_block(
     code = np.int32(layout.source_codes[i])
     for k in np.flatnonzero(counts):
         r0, r1 = int(bounds[k]), int(bounds[k + 1])
-        _append_rows(layout, k, "", X, r0, r1)
+        _append_rows(layout, k, "", X, r0, r1, compact=compact[0])
         for j, M in enumerate(extras):
-            _append_rows(layout, k, f"m{j}.", M, r0, r1)
+            _append_rows(layout, k, f"m{j}.", M, r0, r1, compact=compact[j + 1])
         _append(layout.file(k, "src"), np.full(r1 - r0, code, dtype=np.int32))
         _append(layout.file(k, "row"), rows[r0:r1])
         _append_strings(layout, k, "names", names[r0:r1])
@@ -411,6 +416,8 @@ def _read_matrix(
     stats: ValueStats,
     buffers: Buffers | None = None,
     key: str = "m",
+    compact: list[bool] | None = None,
+    j: int = 0,
 ) -> CSRParts | np.ndarray:
     """Rows ``start:stop`` of one layer or obsm array of source ``i``, stored as planned, in ``order``."""
     storage = plan.spec.storage
@@ -425,16 +432,21 @@ def _read_matrix(
     else:
         M = block.toarray() if sp.issparse(block) else np.asarray(block)
         M = M.reshape(stop - start, -1).astype(storage.data_dtype, copy=False)
-    if storage.counts_dtype is not None:
+    if storage.counts_dtype is not None and not (sp.issparse(M) and compact is not None):
         stats.update(M.data if sp.issparse(M) else M.ravel())
-    return _permute(M, order, np.dtype(storage.indices_dtype), buffers, key)
+    P = _permute(M, order, np.dtype(storage.indices_dtype), buffers, key)
+    if storage.counts_dtype is not None and isinstance(P, CSRParts) and compact is not None:
+        P = compact_block(P, stats, compact, j, buffers, key)
+    return P
 
 
-def _append_rows(layout: Layout, k: int, prefix: str, M: CSRParts | np.ndarray, r0: int, r1: int) -> None:
-    """Append rows ``r0:r1`` of ``M`` to bucket ``k``'s files ``<prefix>data`` (and ``indices``, ``rowlen``)."""
+def _append_rows(
+    layout: Layout, k: int, prefix: str, M: CSRParts | np.ndarray, r0: int, r1: int, *, compact: bool = False
+) -> None:
+    """Append rows ``r0:r1`` of ``M`` to bucket ``k``'s ``<prefix>data`` (``.u16``: compact), indices, rowlen."""
     if isinstance(M, CSRParts):
         p0, p1 = int(M.indptr[r0]), int(M.indptr[r1])
-        _append(layout.file(k, f"{prefix}data"), M.data[p0:p1])
+        _append(layout.file(k, f"{prefix}data{SUFFIX if compact else ''}"), M.data[p0:p1])
         _append(layout.file(k, f"{prefix}indices"), M.indices[p0:p1])
         _append(layout.file(k, f"{prefix}rowlen"), np.diff(M.indptr[r0 : r1 + 1]))
     else:
