@@ -7,9 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import annshard
+from annshard._write._buckets import encode_strings
 from annshard._write._gather import decode_strings, take_rows
 from annshard._write._memory import parse_bytes, shard_sizes
-from annshard._write._scatter import _draw, encode_strings
+from annshard._write._scatter import _draw
 from annshard.testing import make_adata
 
 

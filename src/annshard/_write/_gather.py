@@ -91,7 +91,7 @@ def take_rows(
 
 
 def decode_strings(blob: bytes, lengths: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`annshard._write._scatter.encode_strings`."""
+    """Inverse of :func:`annshard._write._buckets.encode_strings`."""
     ends = np.cumsum(np.maximum(lengths, 0))
     starts = ends - np.maximum(lengths, 0)
     out = np.empty(len(lengths), dtype=object)

@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._compact import SUFFIX, compact_block, eligible
+from ._buckets import append, append_rows, append_strings, encode_strings
+from ._compact import compact_block, eligible
 from ._counts import ValueStats, check_exact
 from ._gather import CSRParts, take_rows
 from ._memory import Buffers, trim
@@ -80,18 +81,6 @@ class Scattered:
 
     x: tuple[ValueStats, ...]
     matrices: tuple[tuple[ValueStats, ...], ...]
-
-
-def encode_strings(values: np.ndarray) -> tuple[bytes, np.ndarray]:
-    """UTF-8 bytes of an object array of str (``None`` for missing) and the per-item lengths (``-1``: missing)."""
-    parts = [None if v is None else str(v).encode() for v in values]
-    lengths = np.fromiter((-1 if p is None else len(p) for p in parts), dtype=np.int64, count=len(parts))
-    return b"".join(p for p in parts if p is not None), lengths
-
-
-def _append(path: Any, arr: np.ndarray | bytes) -> None:
-    with open(path, "ab") as f:
-        f.write(arr if isinstance(arr, bytes) else memoryview(np.ascontiguousarray(arr)).cast("B"))
 
 
 def reindex_block(
@@ -374,17 +363,17 @@ def _scatter_block(
     code = np.int32(layout.source_codes[i])
     for k in np.flatnonzero(counts):
         r0, r1 = int(bounds[k]), int(bounds[k + 1])
-        _append_rows(layout, k, "", X, r0, r1, compact=compact[0])
+        append_rows(layout, k, "", X, r0, r1, compact=compact[0])
         for j, M in enumerate(extras):
-            _append_rows(layout, k, f"m{j}.", M, r0, r1, compact=compact[j + 1])
-        _append(layout.file(k, "src"), np.full(r1 - r0, code, dtype=np.int32))
-        _append(layout.file(k, "row"), rows[r0:r1])
-        _append_strings(layout, k, "names", names[r0:r1])
+            append_rows(layout, k, f"m{j}.", M, r0, r1, compact=compact[j + 1])
+        append(layout.file(k, "src"), np.full(r1 - r0, code, dtype=np.int32))
+        append(layout.file(k, "row"), rows[r0:r1])
+        append_strings(layout, k, "names", names[r0:r1])
         for j, (col, vals) in enumerate(zip(layout.columns, obs, strict=True)):
             if col.kind == "string":
-                _append_strings(layout, k, f"obs{j}", vals[r0:r1])
+                append_strings(layout, k, f"obs{j}", vals[r0:r1])
             else:
-                _append(layout.file(k, f"obs{j}"), vals[r0:r1])
+                append(layout.file(k, f"obs{j}"), vals[r0:r1])
 
 
 def _permute(
@@ -438,22 +427,3 @@ def _read_matrix(
     if storage.counts_dtype is not None and isinstance(P, CSRParts) and compact is not None:
         P = compact_block(P, stats, compact, j, buffers, key)
     return P
-
-
-def _append_rows(
-    layout: Layout, k: int, prefix: str, M: CSRParts | np.ndarray, r0: int, r1: int, *, compact: bool = False
-) -> None:
-    """Append rows ``r0:r1`` of ``M`` to bucket ``k``'s ``<prefix>data`` (``.u16``: compact), indices, rowlen."""
-    if isinstance(M, CSRParts):
-        p0, p1 = int(M.indptr[r0]), int(M.indptr[r1])
-        _append(layout.file(k, f"{prefix}data{SUFFIX if compact else ''}"), M.data[p0:p1])
-        _append(layout.file(k, f"{prefix}indices"), M.indices[p0:p1])
-        _append(layout.file(k, f"{prefix}rowlen"), np.diff(M.indptr[r0 : r1 + 1]))
-    else:
-        _append(layout.file(k, f"{prefix}data"), M[r0:r1])
-
-
-def _append_strings(layout: Layout, k: int, key: str, values: np.ndarray) -> None:
-    blob, lengths = encode_strings(values)
-    _append(layout.file(k, f"{key}.bytes"), blob)
-    _append(layout.file(k, f"{key}.len"), lengths)
