@@ -179,6 +179,8 @@ def build(path: str | Path, kernel: Callable[..., int]) -> None:
     """Compile ``kernel`` for :data:`AOT_KEYS` with ``numba.pycc`` into the extension module ``path`` (atomically)."""
     import warnings
 
+    from annshard._store._atomic import replace_file
+
     path = Path(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pycc's pending deprecation
@@ -208,6 +210,6 @@ def build(path: str | Path, kernel: Callable[..., int]) -> None:
             msg = f"numba.pycc built {[p.name for p in Path(tmp).iterdir()]} in {tmp}, not one module {name}"
             raise RuntimeError(msg)
         built[0].chmod(0o755)
-        os.replace(built[0], path)
+        replace_file(built[0], path)
     with contextlib.suppress(OSError):
         path.parent.chmod(0o700)

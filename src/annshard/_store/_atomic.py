@@ -50,6 +50,7 @@ __all__ = [
     "install",
     "move_into_place",
     "recover_overwrite",
+    "replace_file",
     "scatter_workdir",
     "temp_sibling",
     "token",
@@ -245,6 +246,15 @@ def recover_overwrite(path: Path) -> None:
             )
             raise FileNotFoundError(msg) from e
         return
+
+
+def replace_file(src: Path, dst: Path) -> None:
+    """Put the finished file ``src`` at ``dst`` in one rename (same file system; readers see the old file or the new one).
+
+    Used for files outside any collection too (the fused gather kernel built into the user's cache,
+    :mod:`annshard._kernel_aot`), so that every rename of the package stays in this module.
+    """
+    os.replace(src, dst)
 
 
 # -- appends ----------------------------------------------------------------------------------------------------------
