@@ -147,3 +147,23 @@ def test_plain_writer_declines_what_zarr_skips(tmp_path):
     )
     assert compressed.metadata.to_dict()["codecs"][0]["configuration"]["codecs"][-1]["name"] == "zstd"
     assert not write_plain_1d(compressed, tmp_path / "b", values + 1)
+
+
+def test_plain_writer_declines_other_chunk_keys(tmp_path):
+    """Chunk files named other than zarr's default ``c/<i>`` (here the v2-style ``0``) are left to zarr."""
+    from annshard._store._order import write_plain_1d
+
+    values = np.arange(1, 4001, dtype=np.uint16)
+    arr = zarr.create_array(
+        tmp_path / "a",
+        shape=values.shape,
+        dtype=values.dtype,
+        chunks=(1000,),
+        shards=(4000,),
+        fill_value=0,
+        compressors=None,
+        chunk_key_encoding={"name": "v2", "separator": "."},
+    )
+    assert not write_plain_1d(arr, tmp_path / "a", values)
+    arr[...] = values
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "a", mode="r")[...], values)

@@ -102,13 +102,17 @@ def plain_stored_dtype(metadata: dict[str, Any], dtype: np.dtype) -> tuple[np.dt
 
     ``None`` when :func:`write_plain_1d` cannot reproduce its files: any codec beyond an optional
     ``numcodecs.fixedscaleoffset`` (scale 1, offset 0, into an unsigned integer) and little-endian ``bytes``,
-    a shard index other than ``[bytes, crc32c]`` at the end, a fill value other than 0, or ``dtype``
+    a shard index other than ``[bytes, crc32c]`` at the end, a fill value other than 0, chunk keys other than
+    zarr's default ``c/<i>``, or ``dtype``
     not little-endian numeric.
     """
     if sys.byteorder != "little" or dtype.kind not in "biuf" or dtype.byteorder == ">":
         return None
     if metadata.get("fill_value") not in (0, 0.0) or len(metadata.get("shape", ())) != 1:
         return None
+    keys = metadata.get("chunk_key_encoding") or {}
+    if keys.get("name", "default") != "default" or (keys.get("configuration") or {}).get("separator", "/") != "/":
+        return None  # chunk files named other than c/<i>
     codecs = list(metadata.get("codecs", ()))
     sharded = len(codecs) == 1 and codecs[0].get("name") == "sharding_indexed"
     if sharded:
