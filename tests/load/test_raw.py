@@ -126,7 +126,7 @@ def test_a_large_read_is_cut_over_threads_with_the_same_result(tmp_path):
     for threads in (1, 4):
         names.clear()
         out = np.zeros(want.shape[0], dtype=np.uint16)
-        read_raw_runs([(raw, runs, out)], threads)
+        read_raw_runs([(raw, runs, out, False, False)], threads)
         np.testing.assert_array_equal(out, want)
         if threads == 1:
             assert names == {"MainThread"}
@@ -228,7 +228,7 @@ def test_stored_counts_widened_as_they_are_read(tmp_path, stored):
     want = np.concatenate([values[s:e] for s, e in runs.tolist()])
     for threads in (1, 3):
         out = np.full(want.shape[0], -1, dtype=np.float32)
-        read_raw_runs([(raw, runs, out)], threads)
+        read_raw_runs([(raw, runs, out, False, False)], threads)
         np.testing.assert_array_equal(out, want)
 
 

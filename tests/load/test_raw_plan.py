@@ -84,7 +84,7 @@ def test_random_runs_read_what_zarr_reads(tmp_path, stored):
         want = np.concatenate([values[a:b] for a, b in runs.tolist()])
         for threads in (1, 3):
             out = np.full(want.shape[0], 77, dtype=values.dtype)
-            read_raw_runs([(raw, runs, out)], threads)
+            read_raw_runs([(raw, runs, out, False, False)], threads)
             np.testing.assert_array_equal(out, want, err_msg=f"trial {trial}, {threads} threads")
 
 
@@ -109,14 +109,14 @@ def test_extremes_are_found_as_the_indices_are_read(tmp_path):
     want = np.concatenate([values[a:b] for a, b in runs.tolist()])
     for threads in (1, 4):
         out = np.empty_like(want)
-        got = read_raw_runs([(raw, runs, out, True)], threads)
+        got = read_raw_runs([(raw, runs, out, True, False)], threads)
         assert got == (0, int(want.max())), got
-        assert read_raw_runs([(raw, runs, out)], threads) is None  # not asked for
+        assert read_raw_runs([(raw, runs, out, False, False)], threads) is None  # not asked for
     signed = np.array([5, -3, 9, 2] * 50, dtype=np.int32)
     (tmp_path / "s").mkdir()
     raw = _array(tmp_path / "s", signed, chunks=10, shards=100)
     out = np.empty(150, dtype=np.int32)
-    assert read_raw_runs([(raw, np.array([[20, 170]]), out, True)], 2) == (-3, 9)
+    assert read_raw_runs([(raw, np.array([[20, 170]]), out, True, False)], 2) == (-3, 9)
 
 
 def test_a_truncated_file_is_named(tmp_path):

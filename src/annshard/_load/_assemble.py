@@ -250,13 +250,14 @@ def _copy_piece(
             msg = f"batch gather: rows of a block do not fill values {e0}:{e1} of the batch (an annshard bug; set ANNSHARD_GATHER=scipy and report it)"
             raise RuntimeError(msg)
         return
-    wide_idx = b.indices.dtype != out_idx.dtype
-    idx = out_idx[e0:e1] if not wide_idx else stored[e0:e1] if b.indices.dtype == stored.dtype else None
-    if idx is None:
-        idx = np.empty(e1 - e0, dtype=b.indices.dtype)
-    vals = out_data[e0:e1] if b.data.dtype == out_data.dtype else np.empty(e1 - e0, dtype=b.data.dtype)
+    # copy in the stored dtypes (into the batch's arrays where they match), then widen what does not
+    idx, vals = out_idx[e0:e1], out_data[e0:e1]
+    if b.indices.dtype != idx.dtype:
+        idx = stored[e0:e1] if b.indices.dtype == stored.dtype else np.empty(e1 - e0, dtype=b.indices.dtype)
+    if b.data.dtype != vals.dtype:
+        vals = np.empty(e1 - e0, dtype=b.data.dtype)
     row_gather(r, b.indptr, b.indices, b.data, idx, vals)
-    if wide_idx:
+    if idx.dtype != out_idx.dtype:
         np.copyto(out_idx[e0:e1], idx, casting="unsafe")
     if vals.dtype != out_data.dtype:
         np.copyto(out_data[e0:e1], vals, casting="unsafe")

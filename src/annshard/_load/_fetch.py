@@ -265,16 +265,12 @@ class BlockReader:
                 out_data = counts[dd.dtype][pos : pos + k]
                 widen.append((out_data, data[pos : pos + k]))
             if dd is not None:
-                direct.append((dd, er, out_data, False, fresh_data) if raw_data else (dd, er, out_data))
+                direct.append((dd, er, out_data, False, fresh_data))
             else:
                 jobs.append(_read_runs(a.data, er, out_data))
             if di is not None:
                 # raw gene indices: their smallest and largest value found as they are read (the index check)
-                direct.append(
-                    (di, er, indices[pos : pos + k], True, fresh_indices)
-                    if raw_indices
-                    else (di, er, indices[pos : pos + k])
-                )
+                direct.append((di, er, indices[pos : pos + k], raw_indices, fresh_indices))
             else:
                 jobs.append(_read_runs(a.indices, er, indices[pos : pos + k]))
             pos += k
@@ -306,7 +302,7 @@ class BlockReader:
             k = int((runs[:, 1] - runs[:, 0]).sum())
             reader = self._direct[(s, element)][0]
             if reader is not None:
-                direct.append((reader, runs, data[pos : pos + k]))
+                direct.append((reader, runs, data[pos : pos + k], False, False))
             else:
                 jobs.append(_read_runs(a.data, runs, data[pos : pos + k]))
             pos += k
@@ -322,7 +318,7 @@ class BlockReader:
     ) -> tuple[int, int] | None:
         """Do the block's reads; return the smallest and largest gene index the raw reads found (or ``None``)."""
         try:
-            read_remote_runs([d for d in direct if isinstance(d[0], RemoteRuns)])  # all concurrently
+            read_remote_runs([d[:3] for d in direct if isinstance(d[0], RemoteRuns)])  # all concurrently
             extremes = read_raw_runs([d for d in direct if isinstance(d[0], RawRuns)], self.threads, populate=populate)
             for reader, runs, out, *_ in direct:
                 if isinstance(reader, DirectRuns):

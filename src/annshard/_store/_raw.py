@@ -190,7 +190,7 @@ class RawRuns:
             If a shard file is shorter than its index says (truncated), naming the file and chunk.
         """
         del pool
-        return read_raw_runs([(self, runs, out, extremes)], 1)
+        return read_raw_runs([(self, runs, out, extremes, False)], 1)
 
     def read_part(self, part: Part) -> tuple[int, int] | None:
         """Do ``part``'s reads (:func:`~annshard._store._raw_plan.plan_parts`); with ``part.extremes``, return the smallest and largest value.
@@ -254,14 +254,14 @@ class RawRuns:
 
 
 def read_raw_runs(
-    jobs: Sequence[tuple[Any, ...]],
+    jobs: Sequence[tuple[RawRuns, NDArray[np.int64], np.ndarray, bool, bool]],
     threads: int | None,
     *,
     populate: Callable[[np.ndarray], None] | None = None,
 ) -> tuple[int, int] | None:
     """Do ``jobs`` on up to ``threads`` threads (``None``: one per core).
 
-    A job is ``(reader, element runs, 1-D output[, extremes[, fresh]])``. All jobs are planned at once, by numpy
+    A job is ``(reader, element runs, 1-D output, extremes, fresh)``. All jobs are planned at once, by numpy
     (:func:`~annshard._store._raw_plan.plan_parts`), each cut into parts of whole runs of about equal bytes (at
     least 1 MiB each), so the copies scale with cores even when a block touches one or two shards; ``os.preadv``
     releases the GIL. The output of a ``fresh`` job (a new buffer whose pages were not faulted in yet) is handed
@@ -271,8 +271,7 @@ def read_raw_runs(
     part's error is raised after every part has finished.
     """
     n = max(1, threads or os.cpu_count() or 1)
-    full = [(job[0], job[1], job[2], *(bool(f) for f in job[3:]), False, False)[:5] for job in jobs]
-    parts = plan_parts(full, n)
+    parts = plan_parts(jobs, n)
 
     def do(part: Part) -> tuple[int, int] | None:
         if part.fresh and populate is not None:
