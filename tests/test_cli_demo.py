@@ -37,3 +37,10 @@ def test_demo_runs_offline_and_again(tmp_path):
     assert "reusing collection" in second.stdout
     assert "registered 'demo/synthetic-cells' version 1" in second.stdout  # same content: same version
     assert "read by 2 runs so far" in second.stdout
+    # a second checkout on the same machine (the same lamindb settings): its own instance, not the first one's
+    elsewhere = tmp_path / "clone2"
+    elsewhere.mkdir()
+    third = subprocess.run(args, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    assert "registered 'demo/synthetic-cells' version 1" in third.stdout
+    assert (elsewhere / "annshard-demo" / "lamindb" / ".lamindb" / "lamin.db").is_file()

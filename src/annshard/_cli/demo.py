@@ -186,6 +186,7 @@ def _lineage(record: Any, run: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the demo."""
     from annshard.lamin import ensure_local_instance
+    from annshard.lamin._instance import free_instance_name
 
     t_start = time.perf_counter()
     workdir = Path(args.dir).resolve()
@@ -194,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
     _say(f"annshard demo in {workdir}")
     _say("1. lamindb instance")
     with _cwd(workdir):  # lamindb-setup writes its `.lamin/current_instance` marker into the working directory
-        isettings = ensure_local_instance(storage, name="annshard-demo")
+        # a second checkout's demo gets its own instance, not the first one's database
+        isettings = ensure_local_instance(storage, name=free_instance_name(storage, "annshard-demo"))
     _say(f"  {isettings.slug}: SQLite database in {storage / '.lamindb'}, storage {storage}")
     _say("2. sources")
     sources = _sources(storage, args)
